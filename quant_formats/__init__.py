@@ -1,0 +1,97 @@
+"""GGML block formats: one module per type, one registry keyed by GGML type.
+
+Every weight-format module has the same small interface:
+
+    QTYPE          gguf.GGMLQuantizationType
+    BLOCK_DTYPE    numpy structured dtype of one block (itemsize == type size)
+    BLOCK_SIZE     weights per block
+    VEC_DOT_TYPE   GGML type activations are quantized to (ggml's type_traits)
+    dequantize_reference(blocks)      plain numpy: blocks[BLOCK_DTYPE] -> f32 [n_blocks, BLOCK_SIZE]
+    dequantize_rows(w, out)           Numba: uint8 [rows, row_bytes] -> f32 [rows, n]
+    vec_dot(w_row, qs, d, sums)       Numba: one weight row . one quantized activation row
+    matmul_kernel(w, qs, d, sums, out)  Numba, parallel over weight rows: out[t, r]
+
+Activation formats (modules in ACTIVATIONS) quantize float rows to (qs, d, sums)
+arrays; see quant_formats/q8_0.py for the shape of that tuple.
+Modules are imported on first use, so a model compiles only the kernels it needs.
+"""
+import importlib
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+# GGML type -> module name. Adding a format: its module and one line here.
+FORMATS = {
+    T.F32: "f32", T.F16: "f16", T.BF16: "bf16",
+    T.Q4_0: "q4_0", T.Q4_1: "q4_1", T.Q5_0: "q5_0", T.Q5_1: "q5_1", T.Q8_0: "q8_0",
+    T.Q2_K: "q2_k", T.Q3_K: "q3_k", T.Q4_K: "q4_k", T.Q5_K: "q5_k", T.Q6_K: "q6_k",
+    T.IQ4_NL: "iq4_nl", T.IQ4_XS: "iq4_xs", T.IQ3_XXS: "iq3_xxs", T.IQ3_S: "iq3_s",
+    T.IQ2_XXS: "iq2_xxs", T.IQ2_XS: "iq2_xs", T.IQ2_S: "iq2_s",
+    T.IQ1_S: "iq1_s", T.IQ1_M: "iq1_m",
+}
+# Activation-only formats (vec_dot types that are not weight formats here).
+ACTIVATIONS = {T.Q8_1: "q8_1", T.Q8_K: "q8_k"}
+
+# Above this many tokens, matmul dequantizes weight tiles and uses BLAS on the
+# quantize-dequantized activations: the same products, summed in float.
+PREFILL_MIN_TOKENS = 8
+_TILE_BYTES = 1 << 20  # float32 weight tile size for the prefill path
+
+
+def get(qtype):
+    """The module for a GGML type (weight or activation format)."""
+    name = FORMATS.get(qtype) or ACTIVATIONS.get(qtype)
+    if name is None:
+        raise NotImplementedError(f"no kernel for GGML type {T(qtype).name}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def is_supported(qtype) -> bool:
+    return qtype in FORMATS
+
+
+def row_elements(qtype, row_bytes: int) -> int:
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    return row_bytes // type_size * block_size
+
+
+def dequantize(data: np.ndarray, qtype) -> np.ndarray:
+    """Same contract as gguf.quants.dequantize: bytes [..., row_bytes] -> f32 [..., n]."""
+    data = np.ascontiguousarray(data).view(np.uint8)
+    lead = data.shape[:-1]
+    rows = data.reshape(-1, data.shape[-1])
+    out = np.empty((rows.shape[0], row_elements(qtype, rows.shape[1])), np.float32)
+    if rows.size:
+        get(qtype).dequantize_rows(rows, out)
+    return out.reshape(*lead, out.shape[-1])
+
+
+def quantize_activations(x: np.ndarray, qtype):
+    """f32 [n_tokens, n_in] -> the (qs, d, sums) tuple of the weight format's vec_dot type."""
+    return get(get(qtype).VEC_DOT_TYPE).quantize(np.ascontiguousarray(x, np.float32))
+
+
+def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None) -> np.ndarray:
+    """x f32 [n_tokens, n_in] @ W.T, W given as its quantized bytes uint8 [n_out, row_bytes]."""
+    fmt = get(qtype)
+    n_tokens, n_in = x.shape
+    if row_elements(qtype, w.shape[1]) != n_in:
+        raise ValueError(f"matmul: x has {n_in} columns, weight rows hold "
+                         f"{row_elements(qtype, w.shape[1])}")
+    if out is None:
+        out = np.empty((n_tokens, w.shape[0]), np.float32)
+    act = quantize_activations(x, qtype)
+    if n_tokens < PREFILL_MIN_TOKENS:
+        fmt.matmul_kernel(w, *act, out)
+    else:
+        _matmul_tiled(fmt, get(fmt.VEC_DOT_TYPE).dequantize(*act), w, out)
+    return out
+
+
+def _matmul_tiled(fmt, x_rounded, w, out):
+    tile_rows = max(16, _TILE_BYTES // (4 * x_rounded.shape[1]))
+    tile = np.empty((min(tile_rows, w.shape[0]), x_rounded.shape[1]), np.float32)
+    for r0 in range(0, w.shape[0], tile_rows):
+        r1 = min(r0 + tile_rows, w.shape[0])
+        fmt.dequantize_rows(w[r0:r1], tile[: r1 - r0])
+        np.matmul(x_rounded, tile[: r1 - r0].T, out=out[:, r0:r1])

@@ -1,0 +1,34 @@
+"""Numba helpers shared by the block formats."""
+import math
+
+import numpy as np
+from numba import njit
+
+# f16 bit pattern -> float32, as ggml's ggml_table_f32_f16: one load per scale.
+F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f16_at(buf, offset):
+    """The little-endian f16 at buf[offset], as float32."""
+    return F16_TO_F32[buf[offset] | (np.int32(buf[offset + 1]) << 8)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def to_f16(x):
+    """Round a float32 to the nearest f16 value, ties to even (GGML_FP32_TO_FP16).
+
+    Numba has no float16 on the CPU: scale by the f16 spacing at x's binade
+    (never below the subnormal spacing 2^-24), round, scale back; all exact in f64."""
+    ax = abs(x)
+    if ax >= 65520.0:
+        return np.float32(math.copysign(math.inf, x))
+    _, e = math.frexp(ax)
+    ulp = math.ldexp(1.0, max(e - 11, -24))
+    return np.float32(np.rint(x / ulp) * ulp)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def as_int8(byte):
+    """Reinterpret a uint8 as int8."""
+    return np.int32(byte) - 256 * (np.int32(byte) >> 7)

@@ -1,0 +1,55 @@
+"""Q4_0: 32 weights as 4-bit quants minus 8, one f16 scale (ggml-common.h block_q4_0).
+
+Byte j of qs holds weight j in its low nibble and weight j + 16 in its high nibble.
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+
+QTYPE = T.Q4_0
+BLOCK_SIZE = 32
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+VEC_DOT_TYPE = T.Q8_0
+_TYPE_SIZE = BLOCK_DTYPE.itemsize
+
+
+def dequantize_reference(blocks):
+    qs = blocks["qs"]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - np.int8(8)
+    return blocks["d"].astype(np.float32)[:, None] * q.astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o)
+            for j in range(16):
+                q = row[o + 2 + j]
+                out[r, b * 32 + j] = d * np.float32(np.int32(q & 15) - 8)
+                out[r, b * 32 + j + 16] = d * np.float32(np.int32(q >> 4) - 8)
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        s = 0
+        for j in range(16):
+            q = w[o + 2 + j]
+            s += (np.int32(q & 15) - 8) * np.int32(qs[b * 32 + j])
+            s += (np.int32(q >> 4) - 8) * np.int32(qs[b * 32 + j + 16])
+        acc += f16_at(w, o) * d[b] * np.float32(s)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])

@@ -1,0 +1,83 @@
+"""Q8_0: 32 int8 weights and one f16 scale per block (ggml-common.h block_q8_0).
+
+Also the activation format of Q4_0, Q5_0, Q8_0 and IQ4_NL. Activations are held
+as three arrays rather than ggml's interleaved bytes, with the same values:
+    qs    int8 [n_tokens, n_in]          the quants
+    d     f32  [n_tokens, n_in // 32]    scales, rounded to f16 as ggml stores them
+    sums  f32  [n_tokens, 0]             (Q8_1 and Q8_K fill this; Q8_0 has none)
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import as_int8, f16_at, to_f16
+
+QTYPE = T.Q8_0
+BLOCK_SIZE = 32
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", (32,))])
+VEC_DOT_TYPE = T.Q8_0
+_TYPE_SIZE = BLOCK_DTYPE.itemsize
+
+
+def dequantize_reference(blocks):
+    return blocks["d"].astype(np.float32)[:, None] * blocks["qs"].astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o)
+            for j in range(32):
+                out[r, b * 32 + j] = d * np.float32(as_int8(row[o + 2 + j]))
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        s = 0
+        for j in range(32):
+            s += as_int8(w[o + 2 + j]) * np.int32(qs[b * 32 + j])
+        acc += f16_at(w, o) * d[b] * np.float32(s)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- activation side -------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def quantize_rows(x, qs, d):
+    """As ggml-cpu's AVX2 quantize_row_q8_0 (arch/x86/quants.c): id = 127/amax,
+    round half to even; the stored scale amax/127 is rounded to f16."""
+    for t in range(x.shape[0]):
+        for b in range(x.shape[1] // 32):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[t, b * 32 + j]))
+            d[t, b] = to_f16(amax / np.float32(127.0))
+            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            for j in range(32):
+                qs[t, b * 32 + j] = np.int8(np.rint(x[t, b * 32 + j] * inv))
+
+
+def quantize(x):
+    n_tokens, n_in = x.shape
+    qs = np.empty((n_tokens, n_in), np.int8)
+    d = np.empty((n_tokens, n_in // 32), np.float32)
+    quantize_rows(x, qs, d)
+    return qs, d, np.zeros((n_tokens, 0), np.float32)
+
+
+def dequantize(qs, d, sums):
+    n_tokens, n_in = qs.shape
+    return (qs.reshape(n_tokens, -1, 32) * d[:, :, None]).reshape(n_tokens, n_in).astype(np.float32)

@@ -1,0 +1,104 @@
+"""Every registered block format against gguf-py and against its own numpy reference.
+
+Random bytes are valid blocks for every format (all grid indices are bit fields
+that cannot leave their table); only f16/bf16/f32 scale fields are replaced with
+finite values so the comparisons are not drowned in inf/NaN.
+"""
+import gguf
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+import quant_formats as qf
+
+ALL_TYPES = sorted(qf.FORMATS, key=int)
+
+# ggml-cpu.c type_traits_cpu[...].vec_dot_type, typed out from the C source.
+GGML_VEC_DOT_TYPE = {
+    T.F32: T.F32, T.F16: T.F16, T.BF16: T.BF16,
+    T.Q4_0: T.Q8_0, T.Q5_0: T.Q8_0, T.Q8_0: T.Q8_0, T.IQ4_NL: T.Q8_0,
+    T.Q4_1: T.Q8_1, T.Q5_1: T.Q8_1,
+    **{t: T.Q8_K for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.IQ3_XXS,
+                           T.IQ3_S, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S, T.IQ1_M)},
+}
+
+
+def random_blocks(qtype, n_rows, n_cols, seed=0):
+    """uint8 [n_rows, row_bytes] of random blocks with finite, modest scales."""
+    rng = np.random.default_rng(seed)
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (n_rows, n_cols // block_size * type_size), dtype=np.uint8)
+    if qtype in (T.F32, T.F16, T.BF16):
+        vals = rng.standard_normal((n_rows, n_cols)).astype(np.float32)
+        return {T.F32: vals, T.F16: vals.astype(np.float16),
+                T.BF16: (vals.view(np.uint32) >> 16).astype(np.uint16)}[qtype].view(np.uint8)
+    blocks = raw.reshape(-1).view(qf.get(qtype).BLOCK_DTYPE)
+    for name, (dt, _) in blocks.dtype.fields.items():
+        if dt.base == np.float16:
+            blocks[name] = (rng.standard_normal(blocks[name].shape) * 0.01).astype(np.float16)
+    return raw
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_layout_matches_gguf_size_table(qtype):
+    fmt = qf.get(qtype)
+    assert (fmt.BLOCK_SIZE, fmt.BLOCK_DTYPE.itemsize) == GGML_QUANT_SIZES[qtype]
+    assert fmt.QTYPE == qtype
+    assert fmt.VEC_DOT_TYPE == GGML_VEC_DOT_TYPE[qtype]
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_dequantize_bit_identical_to_gguf_py(qtype):
+    w = random_blocks(qtype, 8, 512)
+    ours = qf.dequantize(w, qtype)
+    theirs = gguf.quants.dequantize(w, qtype)
+    assert ours.shape == theirs.shape == (8, 512)
+    assert np.array_equal(ours.view(np.uint32), theirs.astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_numpy_reference_equals_kernel(qtype):
+    fmt = qf.get(qtype)
+    w = random_blocks(qtype, 4, 512, seed=1)
+    blocks = w.reshape(-1).view(fmt.BLOCK_DTYPE)
+    ref = fmt.dequantize_reference(blocks).reshape(4, 512)
+    assert np.array_equal(ref.view(np.uint32), qf.dequantize(w, qtype).view(np.uint32))
+
+
+@pytest.mark.parametrize("n_tokens", [1, 3, 2 * qf.PREFILL_MIN_TOKENS])
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_matmul_equals_float_product_of_rounded_activations(qtype, n_tokens):
+    """matmul == dequant(quant(x)) @ dequant(W).T up to float32 summation order.
+
+    The only approximation matmul makes is rounding x to its vec_dot format, as
+    ggml does; with that rounding applied to x in float, the results agree to a
+    relative 1e-5 of sum(|x||w|) (f32 sums of ~512 products in another order)."""
+    w = random_blocks(qtype, 37, 512, seed=2)
+    x = np.random.default_rng(3).standard_normal((n_tokens, 512)).astype(np.float32)
+    act_fmt = qf.get(qf.get(qtype).VEC_DOT_TYPE)
+    x_rounded = act_fmt.dequantize(*act_fmt.quantize(x))
+    w_f32 = qf.dequantize(w, qtype).astype(np.float64)
+    expected = x_rounded.astype(np.float64) @ w_f32.T
+    scale = np.abs(x_rounded).astype(np.float64) @ np.abs(w_f32).T
+    got = qf.matmul(x, w, qtype)
+    assert got.dtype == np.float32 and got.shape == (n_tokens, 37)
+    assert np.all(np.abs(got - expected) <= 1e-5 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("act_type", [T.Q8_0, T.Q8_1, T.Q8_K, T.F16, T.BF16, T.F32],
+                         ids=lambda t: t.name)
+def test_activation_rounding_is_within_half_a_step(act_type):
+    """Each activation element is off by at most half its block's step (+ f16 scale rounding)."""
+    x = (np.random.default_rng(4).standard_normal((5, 512)) *
+         np.logspace(-3, 3, 512)).astype(np.float32)
+    fmt = qf.get(act_type)
+    x_rounded = fmt.dequantize(*fmt.quantize(x))
+    block = 256 if act_type == T.Q8_K else 32 if act_type in (T.Q8_0, T.Q8_1) else 1
+    amax = np.abs(x).reshape(5, -1, block).max(axis=2, keepdims=True)
+    if block == 1:  # float formats: relative rounding of the format
+        rel = {T.F32: 0, T.F16: 2.0 ** -11, T.BF16: 2.0 ** -8}[act_type]
+        assert np.all(np.abs(x_rounded - x) <= rel * np.abs(x) + 1e-7)
+    else:
+        step = amax / 127 * (1 + 2.0 ** -10)
+        err = np.abs(x_rounded - x).reshape(5, -1, block)
+        assert np.all(err <= step / 2 + step * 2.0 ** -10 * 127)
