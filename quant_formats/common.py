@@ -1,8 +1,14 @@
 """Numba helpers shared by the block formats."""
 import math
 
+import numba
 import numpy as np
 from numba import njit
+
+# Parallel kernels may be called from several threads at once (a desktop app's
+# workers, two models): the default 'workqueue' layer aborts on that, tbb and
+# OpenMP do not. tbb comes as a pip dependency, so it is tried first.
+numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
 
 # f16 bit pattern -> float32, as ggml's ggml_table_f32_f16: one load per scale.
 F16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
