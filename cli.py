@@ -32,3 +32,49 @@ def _entry(command):
         except (GGUFError, ModelError, OSError) as e:
             _fail(str(e))
     return main
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", required=True, help="GGUF file, or a known name (gguf-pull)")
+@click.option("-p", "--prompt", help="prompt text")
+@click.option("-f", "--file", "prompt_file", type=click.File("r", encoding="utf-8"),
+              help="read the prompt from a file")
+@click.option("-n", "--n-predict", type=int, default=-1, show_default=True,
+              help="tokens to generate (-1: until end of generation or context full)")
+@click.option("-c", "--ctx-size", type=click.IntRange(min=16), default=4096, show_default=True,
+              help="context size (capped at the model's training context)")
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="threads (default: cores)")
+@click.option("--temp", type=float, default=0.8, show_default=True)
+@click.option("--top-k", type=int, default=40, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--min-p", type=float, default=0.05, show_default=True)
+@click.option("--repeat-penalty", type=float, default=1.0, show_default=True)
+@click.option("-s", "--seed", type=int, help="random seed (default: random)")
+@click.option("-r", "--reverse-prompt", multiple=True, help="stop at this text")
+@click.option("--keep", type=click.IntRange(min=0), default=0,
+              help="prompt tokens to keep on context shift")
+@click.option("--context-shift/--no-context-shift", default=False,
+              help="drop old tokens instead of stopping when the context is full")
+@click.option("-cnv", "--conversation", "conversation", flag_value=True, default=None,
+              help="interactive multi-turn chat")
+@click.option("-no-cnv", "--no-conversation", "conversation", flag_value=False,
+              help="raw text completion, ignoring any chat template")
+@click.option("-st", "--single-turn", is_flag=True, help="answer one chat turn and exit")
+@click.option("-sys", "--system-prompt", help="system message for chat")
+@click.option("--chat-template", help="template NAME (chatml, gemma, llama3) or FILE")
+@click.option("--chat-template-kwargs", help="JSON object passed to the template")
+@click.option("--no-display-prompt", is_flag=True, help="don't echo the prompt (completion)")
+@click.option("-ctk", "--cache-type-k", type=click.Choice(["f16", "q8_0"]), default="f16")
+@click.option("-ctv", "--cache-type-v", type=click.Choice(["f16", "q8_0"]), default="f16")
+def run(**opts):
+    """Generate text with a GGUF model."""
+    from gguf_runtime.cli_run import run as run_model
+    prompt_file = opts.pop("prompt_file")
+    if prompt_file is not None:
+        if opts["prompt"] is not None:
+            raise click.UsageError("give -p or -f, not both")
+        opts["prompt"] = prompt_file.read()
+    run_model(opts)
+
+
+run_main = _entry(run)
