@@ -1,15 +1,12 @@
-"""Every registered block format against gguf-py and against its own numpy reference.
-
-Random bytes are valid blocks for every format (all grid indices are bit fields
-that cannot leave their table); only f16/bf16/f32 scale fields are replaced with
-finite values so the comparisons are not drowned in inf/NaN.
-"""
+"""Every registered block format against gguf-py and against its own numpy reference,
+on random blocks (quant_formats.random)."""
 import gguf
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 import quant_formats as qf
+from quant_formats.random import random_blocks
 
 ALL_TYPES = sorted(qf.FORMATS, key=int)
 
@@ -21,22 +18,6 @@ GGML_VEC_DOT_TYPE = {
     **{t: T.Q8_K for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.IQ3_XXS,
                            T.IQ3_S, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S, T.IQ1_M)},
 }
-
-
-def random_blocks(qtype, n_rows, n_cols, seed=0):
-    """uint8 [n_rows, row_bytes] of random blocks with finite, modest scales."""
-    rng = np.random.default_rng(seed)
-    block_size, type_size = GGML_QUANT_SIZES[qtype]
-    raw = rng.integers(0, 256, (n_rows, n_cols // block_size * type_size), dtype=np.uint8)
-    if qtype in (T.F32, T.F16, T.BF16):
-        vals = rng.standard_normal((n_rows, n_cols)).astype(np.float32)
-        return {T.F32: vals, T.F16: vals.astype(np.float16),
-                T.BF16: (vals.view(np.uint32) >> 16).astype(np.uint16)}[qtype].view(np.uint8)
-    blocks = raw.reshape(-1).view(qf.get(qtype).BLOCK_DTYPE)
-    for name, (dt, _) in blocks.dtype.fields.items():
-        if dt.base == np.float16:
-            blocks[name] = (rng.standard_normal(blocks[name].shape) * 0.01).astype(np.float16)
-    return raw
 
 
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
