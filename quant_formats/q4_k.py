@@ -1,0 +1,93 @@
+"""Q4_K: 256 weights in 8 sub-blocks of 32, w = d*sc*q - dmin*m (ggml-common.h block_q4_K).
+
+Block bytes: d f16 @0, dmin f16 @2, 12 bytes of packed 6-bit scales/mins @4
+(kquant_common.scale_min_k4), 128 bytes of quants @16. Quant byte 32*c + l
+holds weight 64*c + l in its low nibble and weight 64*c + 32 + l in its high
+nibble, so sub-blocks 2c and 2c+1 share the same 32 bytes.
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+from .kquant_common import scale_min_k4, scale_min_k4_reference
+
+QTYPE = T.Q4_K
+BLOCK_SIZE = 256
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", (12,)),
+                        ("qs", "u1", (128,))])
+VEC_DOT_TYPE = T.Q8_K
+_TYPE_SIZE = BLOCK_DTYPE.itemsize  # 144
+
+
+def dequantize_reference(blocks):
+    """Float order as gguf-py Q4_K and ggml dequantize_row_q4_K: (d*sc)*q - dmin*m."""
+    n = len(blocks)
+    sc, mn = scale_min_k4_reference(blocks["scales"])
+    d = blocks["d"].astype(np.float32)[:, None] * sc.astype(np.float32)
+    dm = blocks["dmin"].astype(np.float32)[:, None] * mn.astype(np.float32)
+    qs = blocks["qs"].reshape(n, 4, 1, 32)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(n, 8, 32).astype(np.float32)
+    return (d[:, :, None] * q - dm[:, :, None]).reshape(n, 256)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o)
+            dmin = f16_at(row, o + 2)
+            for c in range(4):
+                sc_lo, m_lo = scale_min_k4(row, o + 4, 2 * c)
+                sc_hi, m_hi = scale_min_k4(row, o + 4, 2 * c + 1)
+                d_lo, min_lo = d * np.float32(sc_lo), dmin * np.float32(m_lo)
+                d_hi, min_hi = d * np.float32(sc_hi), dmin * np.float32(m_hi)
+                dst = b * 256 + 64 * c
+                src = o + 16 + 32 * c
+                for l in range(32):
+                    q = row[src + l]
+                    out[r, dst + l] = d_lo * np.float32(q & 15) - min_lo
+                    out[r, dst + 32 + l] = d_hi * np.float32(q >> 4) - min_hi
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """As ggml-cpu/quants.c ggml_vec_dot_q4_K_q8_K_generic: integer products per
+    sub-block times its 6-bit scale; the min term from the activation's bsums.
+
+    Written for LLVM's vectorizer: each sum is truncated to int32 at every step
+    (Numba would widen to int64 and lose pmaddwd), and the high nibble is taken
+    as q & 0xF0 with the sum shifted down after (exact: every term is a multiple
+    of 16), because byte shifts do not vectorize well on x86."""
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        isum = np.int32(0)
+        msum = np.float32(0.0)
+        for c in range(4):
+            src = o + 16 + 32 * c
+            dst = b * 256 + 64 * c
+            s_lo = np.int32(0)
+            s_hi16 = np.int32(0)
+            for l in range(32):
+                q = w[src + l]
+                s_lo = np.int32(s_lo + (q & 0x0F) * qs[dst + l])
+                s_hi16 = np.int32(s_hi16 + (q & 0xF0) * qs[dst + 32 + l])
+            # scales after the quant loop: measured faster (fewer live registers)
+            sc_lo, m_lo = scale_min_k4(w, o + 4, 2 * c)
+            sc_hi, m_hi = scale_min_k4(w, o + 4, 2 * c + 1)
+            isum = np.int32(isum + sc_lo * s_lo + sc_hi * (s_hi16 >> 4))
+            g = b * 16 + 4 * c
+            msum += (np.float32(m_lo) * (sums[g] + sums[g + 1]) +
+                     np.float32(m_hi) * (sums[g + 2] + sums[g + 3]))
+        acc += d[b] * (f16_at(w, o) * np.float32(isum) - f16_at(w, o + 2) * msum)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
