@@ -1,0 +1,106 @@
+"""Q5_K: 256 weights in 8 sub-blocks of 32, w = d*sc*q - dmin*m, q in 0..31
+(ggml-common.h block_q5_K).
+
+Block bytes: d f16 @0, dmin f16 @2, 12 bytes of packed 6-bit scales/mins @4
+(kquant_common.scale_min_k4), 32 bytes qh @16, 128 bytes of low nibbles @48.
+As Q4_K, nibble byte 32*c + l holds weights 64*c + l (low) and 64*c + 32 + l
+(high); weight 32*k + l takes bit k of qh[l] as its fifth bit.
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+from .kquant_common import scale_min_k4, scale_min_k4_reference
+
+QTYPE = T.Q5_K
+BLOCK_SIZE = 256
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", (12,)),
+                        ("qh", "u1", (32,)), ("qs", "u1", (128,))])
+VEC_DOT_TYPE = T.Q8_K
+_TYPE_SIZE = BLOCK_DTYPE.itemsize  # 176
+
+
+def dequantize_reference(blocks):
+    """Float order as gguf-py Q5_K and ggml dequantize_row_q5_K: (d*sc)*q - dmin*m."""
+    n = len(blocks)
+    sc, mn = scale_min_k4_reference(blocks["scales"])
+    d = blocks["d"].astype(np.float32)[:, None] * sc.astype(np.float32)
+    dm = blocks["dmin"].astype(np.float32)[:, None] * mn.astype(np.float32)
+    qs = blocks["qs"].reshape(n, 4, 1, 32)
+    low = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(n, 8, 32)
+    high = (blocks["qh"][:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1
+    q = (low | (high << 4)).astype(np.float32)
+    return (d[:, :, None] * q - dm[:, :, None]).reshape(n, 256)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o)
+            dmin = f16_at(row, o + 2)
+            for c in range(4):
+                sc_lo, m_lo = scale_min_k4(row, o + 4, 2 * c)
+                sc_hi, m_hi = scale_min_k4(row, o + 4, 2 * c + 1)
+                d_lo, min_lo = d * np.float32(sc_lo), dmin * np.float32(m_lo)
+                d_hi, min_hi = d * np.float32(sc_hi), dmin * np.float32(m_hi)
+                dst = b * 256 + 64 * c
+                src = o + 48 + 32 * c
+                for l in range(32):
+                    q = np.int32(row[src + l])
+                    h = np.int32(row[o + 16 + l]) >> (2 * c)
+                    out[r, dst + l] = d_lo * np.float32((q & 15) | ((h & 1) << 4)) - min_lo
+                    out[r, dst + 32 + l] = d_hi * np.float32((q >> 4) | ((h & 2) << 3)) - min_hi
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """As ggml-cpu/quants.c ggml_vec_dot_q5_K_q8_K_generic (min term from bsums).
+
+    Loop shape as q4_k.vec_dot: int32-truncated sums, masks instead of byte
+    shifts. The fifth bit enters as sum((qh & bit) * q8), a multiple of `bit`,
+    scaled to 16 * sum(bit_set * q8) after the loop."""
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        isum = np.int32(0)
+        msum = np.float32(0.0)
+        for c in range(4):
+            src = o + 48 + 32 * c
+            dst = b * 256 + 64 * c
+            bit_lo = np.int32(1) << (2 * c)
+            bit_hi = bit_lo << 1
+            s_lo = np.int32(0)
+            s_hi16 = np.int32(0)
+            h_lo = np.int32(0)
+            h_hi = np.int32(0)
+            for l in range(32):
+                q = w[src + l]
+                h = w[o + 16 + l]
+                y_lo = qs[dst + l]
+                y_hi = qs[dst + 32 + l]
+                s_lo = np.int32(s_lo + (q & 0x0F) * y_lo)
+                s_hi16 = np.int32(s_hi16 + (q & 0xF0) * y_hi)
+                h_lo = np.int32(h_lo + (h & bit_lo) * y_lo)
+                h_hi = np.int32(h_hi + (h & bit_hi) * y_hi)
+            sc_lo, m_lo = scale_min_k4(w, o + 4, 2 * c)
+            sc_hi, m_hi = scale_min_k4(w, o + 4, 2 * c + 1)
+            # h_lo = bit_lo * sum(bit set * q8), so the fifth bit's 16 * ... is:
+            sub_lo = s_lo + ((h_lo >> (2 * c)) << 4)
+            sub_hi = (s_hi16 >> 4) + ((h_hi >> (2 * c + 1)) << 4)
+            isum = np.int32(isum + sc_lo * sub_lo + sc_hi * sub_hi)
+            g = b * 16 + 4 * c
+            msum += (np.float32(m_lo) * (sums[g] + sums[g + 1]) +
+                     np.float32(m_hi) * (sums[g + 2] + sums[g + 3]))
+        acc += d[b] * (f16_at(w, o) * np.float32(isum) - f16_at(w, o + 2) * msum)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])

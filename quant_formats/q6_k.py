@@ -1,0 +1,111 @@
+"""Q6_K: 256 weights in 16 sub-blocks of 16, w = d * sc * (q - 32), q in 0..63
+(ggml-common.h block_q6_K).
+
+Block bytes: ql[128] low nibbles @0, qh[64] two high bits each @128, int8
+scales[16] @192, d f16 @208. Each half h of the block (128 weights) uses
+ql[64h:64h+64] and qh[32h:32h+32]; for l < 32 its weights l, l+32, l+64, l+96
+are (low nibble of ql[l], of ql[l+32], high nibble of ql[l], of ql[l+32]) with
+bits (0-1, 2-3, 4-5, 6-7) of qh[l] on top; weight i has scale i // 16.
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import as_int8, f16_at
+
+QTYPE = T.Q6_K
+BLOCK_SIZE = 256
+BLOCK_DTYPE = np.dtype([("ql", "u1", (128,)), ("qh", "u1", (64,)), ("scales", "i1", (16,)),
+                        ("d", "<f2")])
+VEC_DOT_TYPE = T.Q8_K
+_TYPE_SIZE = BLOCK_DTYPE.itemsize  # 210
+
+
+def dequantize_reference(blocks):
+    """Float order as gguf-py Q6_K and ggml dequantize_row_q6_K: (d*sc)*(q-32)."""
+    n = len(blocks)
+    dl = blocks["d"].astype(np.float32)[:, None] * blocks["scales"].astype(np.float32)
+    ql = blocks["ql"].reshape(n, 2, 1, 64)
+    low = np.concatenate([ql & 0x0F, ql >> 4], axis=2).reshape(n, 8, 32)
+    qh = blocks["qh"].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
+    q = (low | ((qh.reshape(n, 8, 32) & 3) << 4)).astype(np.int8) - np.int8(32)
+    return (dl[:, :, None] * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, 256)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o + 208)
+            for h in range(2):
+                ql = o + 64 * h
+                qh = o + 128 + 32 * h
+                sc = o + 192 + 8 * h
+                dst = b * 256 + 128 * h
+                for l in range(32):
+                    lo = np.int32(row[ql + l])
+                    hi = np.int32(row[ql + 32 + l])
+                    top = np.int32(row[qh + l])
+                    k = l // 16
+                    q1 = ((lo & 15) | ((top & 3) << 4)) - 32
+                    q2 = ((hi & 15) | ((top & 12) << 2)) - 32
+                    q3 = ((lo >> 4) | (top & 48)) - 32
+                    q4 = ((hi >> 4) | ((top & 192) >> 2)) - 32
+                    out[r, dst + l] = d * np.float32(as_int8(row[sc + k])) * np.float32(q1)
+                    out[r, dst + 32 + l] = d * np.float32(as_int8(row[sc + k + 2])) * np.float32(q2)
+                    out[r, dst + 64 + l] = d * np.float32(as_int8(row[sc + k + 4])) * np.float32(q3)
+                    out[r, dst + 96 + l] = d * np.float32(as_int8(row[sc + k + 6])) * np.float32(q4)
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """As ggml-cpu/quants.c ggml_vec_dot_q6_K_q8_K_generic.
+
+    The -32 offset is taken out of the loop as ggml's AVX2 path does:
+    sum((q - 32) * y) = sum(q * y) - 32 * bsum, bsum from the activation.
+    Loop shape measured fastest (see q4_k.vec_dot): int32-truncated sums, bit
+    fields taken by mask in place (no byte shifts), and nibble and top-bit
+    products kept in separate sums, shifted into place once per sub-block."""
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        isum = np.int32(0)
+        offset = np.float32(0.0)
+        for h in range(2):
+            src = o + 64 * h
+            top = o + 128 + 32 * h
+            dst = b * 256 + 128 * h
+            for k in range(2):  # the two 16-weight sub-blocks of each 32-run
+                n1 = n2 = n3 = n4 = t1 = t2 = t3 = t4 = np.int32(0)
+                for l in range(16 * k, 16 * k + 16):
+                    lo = w[src + l]
+                    hi = w[src + 32 + l]
+                    t = w[top + l]
+                    n1 = np.int32(n1 + (lo & 0x0F) * qs[dst + l])
+                    t1 = np.int32(t1 + (t & 0x03) * qs[dst + l])
+                    n2 = np.int32(n2 + (hi & 0x0F) * qs[dst + 32 + l])
+                    t2 = np.int32(t2 + (t & 0x0C) * qs[dst + 32 + l])
+                    n3 = np.int32(n3 + (lo & 0xF0) * qs[dst + 64 + l])
+                    t3 = np.int32(t3 + (t & 0x30) * qs[dst + 64 + l])
+                    n4 = np.int32(n4 + (hi & 0xF0) * qs[dst + 96 + l])
+                    t4 = np.int32(t4 + (t & 0xC0) * qs[dst + 96 + l])
+                sc = o + 192 + 8 * h + k
+                sc1, sc2 = as_int8(w[sc]), as_int8(w[sc + 2])
+                sc3, sc4 = as_int8(w[sc + 4]), as_int8(w[sc + 6])
+                # q = nibble | top << 4; each masked sum is off by its mask's shift
+                isum = np.int32(isum + sc1 * (n1 + (t1 << 4)) + sc2 * (n2 + (t2 << 2))
+                                + sc3 * ((n3 >> 4) + t3) + sc4 * ((n4 >> 4) + (t4 >> 2)))
+                g = b * 16 + 8 * h + k
+                offset += (np.float32(sc1) * sums[g] + np.float32(sc2) * sums[g + 2] +
+                           np.float32(sc3) * sums[g + 4] + np.float32(sc4) * sums[g + 6])
+        acc += d[b] * f16_at(w, o + 208) * (np.float32(isum) - np.float32(32.0) * offset)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
