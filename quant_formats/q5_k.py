@@ -67,7 +67,7 @@ def vec_dot(w, qs, d, sums):
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
         isum = np.int32(0)
-        msum = np.float32(0.0)
+        msum = np.int32(0)  # bsums are small integers held in f32: exact
         for c in range(4):
             src = o + 48 + 32 * c
             dst = b * 256 + 64 * c
@@ -93,9 +93,9 @@ def vec_dot(w, qs, d, sums):
             sub_hi = (s_hi16 >> 4) + ((h_hi >> (2 * c + 1)) << 4)
             isum = np.int32(isum + sc_lo * sub_lo + sc_hi * sub_hi)
             g = b * 16 + 4 * c
-            msum += (np.float32(m_lo) * (sums[g] + sums[g + 1]) +
-                     np.float32(m_hi) * (sums[g + 2] + sums[g + 3]))
-        acc += d[b] * (f16_at(w, o) * np.float32(isum) - f16_at(w, o + 2) * msum)
+            msum = np.int32(msum + m_lo * np.int32(sums[g] + sums[g + 1])
+                            + m_hi * np.int32(sums[g + 2] + sums[g + 3]))
+        acc += d[b] * (f16_at(w, o) * np.float32(isum) - f16_at(w, o + 2) * np.float32(msum))
     return acc
 
 

@@ -72,7 +72,7 @@ def vec_dot(w, qs, d, sums):
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
         isum = np.int32(0)
-        offset = np.float32(0.0)
+        offset = np.int32(0)  # bsums are small integers held in f32: exact
         for h in range(2):
             src = o + 64 * h
             top = o + 128 + 32 * h
@@ -98,9 +98,9 @@ def vec_dot(w, qs, d, sums):
                 isum = np.int32(isum + sc1 * (n1 + (t1 << 4)) + sc2 * (n2 + (t2 << 2))
                                 + sc3 * ((n3 >> 4) + t3) + sc4 * ((n4 >> 4) + (t4 >> 2)))
                 g = b * 16 + 8 * h + k
-                offset += (np.float32(sc1) * sums[g] + np.float32(sc2) * sums[g + 2] +
-                           np.float32(sc3) * sums[g + 4] + np.float32(sc4) * sums[g + 6])
-        acc += d[b] * f16_at(w, o + 208) * (np.float32(isum) - np.float32(32.0) * offset)
+                offset = np.int32(offset + sc1 * np.int32(sums[g]) + sc2 * np.int32(sums[g + 2])
+                                  + sc3 * np.int32(sums[g + 4]) + sc4 * np.int32(sums[g + 6]))
+        acc += d[b] * f16_at(w, o + 208) * np.float32(isum - 32 * offset)
     return acc
 
 

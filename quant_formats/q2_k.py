@@ -1,0 +1,99 @@
+"""Q2_K: 256 weights in 16 sub-blocks of 16, w = d*sc*q - dmin*m, q in 0..3
+(ggml-common.h block_q2_K).
+
+Block bytes: scales[16] @0 (low nibble: scale, high nibble: min, one byte per
+sub-block), qs[64] @16, d f16 @80, dmin f16 @82. Each half n of the block (128
+weights) uses qs[32n:32n+32]: weight 128n + 32j + l is bits 2j..2j+1 of
+qs[32n + l], so sub-block 8n + 2j + (l >= 16).
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+
+QTYPE = T.Q2_K
+BLOCK_SIZE = 256
+BLOCK_DTYPE = np.dtype([("scales", "u1", (16,)), ("qs", "u1", (64,)), ("d", "<f2"),
+                        ("dmin", "<f2")])
+VEC_DOT_TYPE = T.Q8_K
+_TYPE_SIZE = BLOCK_DTYPE.itemsize  # 84
+
+
+def dequantize_reference(blocks):
+    """Float order as gguf-py Q2_K and ggml dequantize_row_q2_K: (d*sc)*q - dmin*m."""
+    n = len(blocks)
+    dl = blocks["d"].astype(np.float32)[:, None] * (blocks["scales"] & 0x0F).astype(np.float32)
+    ml = blocks["dmin"].astype(np.float32)[:, None] * (blocks["scales"] >> 4).astype(np.float32)
+    shifts = np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
+    q = (blocks["qs"].reshape(n, 2, 1, 32) >> shifts) & 3
+    q = q.reshape(n, 16, 16).astype(np.float32)
+    return (dl[:, :, None] * q - ml[:, :, None]).reshape(n, 256)
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d = f16_at(row, o + 80)
+            dmin = f16_at(row, o + 82)
+            for sub in range(16):
+                n, j, k = sub >> 3, (sub >> 1) & 3, sub & 1
+                sc = np.int32(row[o + sub])
+                dl = d * np.float32(sc & 15)
+                ml = dmin * np.float32(sc >> 4)
+                src = o + 16 + 32 * n + 16 * k
+                dst = b * 256 + 16 * sub
+                for l in range(16):
+                    q = (np.int32(row[src + l]) >> (2 * j)) & 3
+                    out[r, dst + l] = dl * np.float32(q) - ml
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """As ggml-cpu/quants.c ggml_vec_dot_q2_K_q8_K_generic (min term from bsums).
+
+    Loop shape as q4_k.vec_dot: int32-truncated sums, and the 2-bit fields
+    taken in place by mask (sum((q & 3 << 2j) * y) is 4^j times the wanted
+    sum, shifted down once per sub-block) since byte shifts vectorize badly.
+    One loop per half covers both 16-byte runs (8 sums): with one run per loop
+    LLVM unrolled it to scalar code, 3x slower."""
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        isum = np.int32(0)
+        for n in range(2):
+            src = o + 16 + 32 * n
+            dst = b * 256 + 128 * n
+            a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = np.int32(0)
+            for l in range(16):
+                q = w[src + l]  # sub-blocks 8n + 2j
+                p = w[src + 16 + l]  # sub-blocks 8n + 2j + 1
+                a0 = np.int32(a0 + (q & 0x03) * qs[dst + l])
+                a1 = np.int32(a1 + (q & 0x0C) * qs[dst + 32 + l])
+                a2 = np.int32(a2 + (q & 0x30) * qs[dst + 64 + l])
+                a3 = np.int32(a3 + (q & 0xC0) * qs[dst + 96 + l])
+                c0 = np.int32(c0 + (p & 0x03) * qs[dst + 16 + l])
+                c1 = np.int32(c1 + (p & 0x0C) * qs[dst + 48 + l])
+                c2 = np.int32(c2 + (p & 0x30) * qs[dst + 80 + l])
+                c3 = np.int32(c3 + (p & 0xC0) * qs[dst + 112 + l])
+            sc = o + 8 * n
+            isum = np.int32(isum + (w[sc] & 15) * a0 + (w[sc + 2] & 15) * (a1 >> 2)
+                            + (w[sc + 4] & 15) * (a2 >> 4) + (w[sc + 6] & 15) * (a3 >> 6)
+                            + (w[sc + 1] & 15) * c0 + (w[sc + 3] & 15) * (c1 >> 2)
+                            + (w[sc + 5] & 15) * (c2 >> 4) + (w[sc + 7] & 15) * (c3 >> 6))
+        # bsums are small integers held in f32: the min term is exact in int32
+        msum = np.int32(0)
+        for sub in range(16):
+            msum = np.int32(msum + (w[o + sub] >> 4) * np.int32(sums[b * 16 + sub]))
+        acc += d[b] * (f16_at(w, o + 80) * np.float32(isum) - f16_at(w, o + 82) * np.float32(msum))
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
