@@ -35,20 +35,27 @@ def dequantize_reference(blocks):
 def dequantize_rows(w, out):
     for r in range(w.shape[0]):
         row = w[r]
+        out_row = out[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
             d = f16_at(row, o + 80)
             dmin = f16_at(row, o + 82)
-            for sub in range(16):
-                n, j, k = sub >> 3, (sub >> 1) & 3, sub & 1
-                sc = np.int32(row[o + sub])
-                dl = d * np.float32(sc & 15)
-                ml = dmin * np.float32(sc >> 4)
-                src = o + 16 + 32 * n + 16 * k
-                dst = b * 256 + 16 * sub
-                for l in range(16):
-                    q = (np.int32(row[src + l]) >> (2 * j)) & 3
-                    out[r, dst + l] = dl * np.float32(q) - ml
+            for n in range(2):
+                src = o + 16 + 32 * n
+                dst = b * 256 + 128 * n
+                for k in range(2):  # sub-blocks 8n + 2j + k share bytes 16k..16k+15
+                    sc = o + 8 * n + k
+                    # d * scale first, as ggml; one byte feeds four sub-blocks
+                    dl0, ml0 = d * np.float32(row[sc] & 15), dmin * np.float32(row[sc] >> 4)
+                    dl1, ml1 = d * np.float32(row[sc + 2] & 15), dmin * np.float32(row[sc + 2] >> 4)
+                    dl2, ml2 = d * np.float32(row[sc + 4] & 15), dmin * np.float32(row[sc + 4] >> 4)
+                    dl3, ml3 = d * np.float32(row[sc + 6] & 15), dmin * np.float32(row[sc + 6] >> 4)
+                    for l in range(16 * k, 16 * k + 16):
+                        q = np.int32(row[src + l])
+                        out_row[dst + l] = dl0 * np.float32(q & 3) - ml0
+                        out_row[dst + 32 + l] = dl1 * np.float32((q >> 2) & 3) - ml1
+                        out_row[dst + 64 + l] = dl2 * np.float32((q >> 4) & 3) - ml2
+                        out_row[dst + 96 + l] = dl3 * np.float32(q >> 6) - ml3
 
 
 @njit(cache=True, nogil=True)

@@ -44,18 +44,27 @@ def dequantize_reference(blocks):
 def dequantize_rows(w, out):
     for r in range(w.shape[0]):
         row = w[r]
+        out_row = out[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
             d = f16_at(row, o + 108)
-            for sub in range(16):
-                n, j, k = sub >> 3, (sub >> 1) & 3, sub & 1
-                dl = d * np.float32(q3_k_scale(row, o + 96, sub))
-                src = o + 32 + 32 * n + 16 * k
-                dst = b * 256 + 16 * sub
-                for l in range(16):
-                    low = (np.int32(row[src + l]) >> (2 * j)) & 3
-                    high = (np.int32(row[o + 16 * k + l]) >> (4 * n + j)) & 1
-                    out[r, dst + l] = dl * np.float32(low - 4 + 4 * high)
+            for n in range(2):
+                src = o + 32 + 32 * n
+                dst = b * 256 + 128 * n
+                for k in range(2):  # sub-blocks 8n + 2j + k share bytes 16k..16k+15
+                    sub = 8 * n + k
+                    # d * scale first, as ggml; one byte feeds four sub-blocks
+                    dl0 = d * np.float32(q3_k_scale(row, o + 96, sub))
+                    dl1 = d * np.float32(q3_k_scale(row, o + 96, sub + 2))
+                    dl2 = d * np.float32(q3_k_scale(row, o + 96, sub + 4))
+                    dl3 = d * np.float32(q3_k_scale(row, o + 96, sub + 6))
+                    for l in range(16 * k, 16 * k + 16):
+                        q = np.int32(row[src + l])
+                        h = np.int32(row[o + l]) >> (4 * n)  # hmask bits 4n..4n+3
+                        out_row[dst + l] = dl0 * np.float32((q & 3) + ((h & 1) << 2) - 4)
+                        out_row[dst + 32 + l] = dl1 * np.float32(((q >> 2) & 3) + ((h & 2) << 1) - 4)
+                        out_row[dst + 64 + l] = dl2 * np.float32(((q >> 4) & 3) + (h & 4) - 4)
+                        out_row[dst + 96 + l] = dl3 * np.float32((q >> 6) + ((h & 8) >> 1) - 4)
 
 
 @njit(cache=True, nogil=True)

@@ -38,6 +38,7 @@ def dequantize_reference(blocks):
 def dequantize_rows(w, out):
     for r in range(w.shape[0]):
         row = w[r]
+        out_row = out[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
             d = f16_at(row, o)
@@ -52,8 +53,8 @@ def dequantize_rows(w, out):
                 for l in range(32):
                     q = np.int32(row[src + l])
                     h = np.int32(row[o + 16 + l]) >> (2 * c)
-                    out[r, dst + l] = d_lo * np.float32((q & 15) | ((h & 1) << 4)) - min_lo
-                    out[r, dst + 32 + l] = d_hi * np.float32((q >> 4) | ((h & 2) << 3)) - min_hi
+                    out_row[dst + l] = d_lo * np.float32((q & 15) | ((h & 1) << 4)) - min_lo
+                    out_row[dst + 32 + l] = d_hi * np.float32((q >> 4) | ((h & 2) << 3)) - min_hi
 
 
 @njit(cache=True, nogil=True)

@@ -42,21 +42,21 @@ def dequantize_rows(w, out):
             for h in range(2):
                 ql = o + 64 * h
                 qh = o + 128 + 32 * h
-                sc = o + 192 + 8 * h
                 dst = b * 256 + 128 * h
-                for l in range(32):
-                    lo = np.int32(row[ql + l])
-                    hi = np.int32(row[ql + 32 + l])
-                    top = np.int32(row[qh + l])
-                    k = l // 16
-                    q1 = ((lo & 15) | ((top & 3) << 4)) - 32
-                    q2 = ((hi & 15) | ((top & 12) << 2)) - 32
-                    q3 = ((lo >> 4) | (top & 48)) - 32
-                    q4 = ((hi >> 4) | ((top & 192) >> 2)) - 32
-                    out[r, dst + l] = d * np.float32(as_int8(row[sc + k])) * np.float32(q1)
-                    out[r, dst + 32 + l] = d * np.float32(as_int8(row[sc + k + 2])) * np.float32(q2)
-                    out[r, dst + 64 + l] = d * np.float32(as_int8(row[sc + k + 4])) * np.float32(q3)
-                    out[r, dst + 96 + l] = d * np.float32(as_int8(row[sc + k + 6])) * np.float32(q4)
+                for k in range(2):  # 16-weight sub-blocks 8h + k + {0, 2, 4, 6}
+                    sc = o + 192 + 8 * h + k
+                    d1 = d * np.float32(as_int8(row[sc]))  # d * scale first, as ggml
+                    d2 = d * np.float32(as_int8(row[sc + 2]))
+                    d3 = d * np.float32(as_int8(row[sc + 4]))
+                    d4 = d * np.float32(as_int8(row[sc + 6]))
+                    for l in range(16 * k, 16 * k + 16):
+                        lo = np.int32(row[ql + l])
+                        hi = np.int32(row[ql + 32 + l])
+                        top = np.int32(row[qh + l])
+                        out[r, dst + l] = d1 * np.float32(((lo & 15) | ((top & 3) << 4)) - 32)
+                        out[r, dst + 32 + l] = d2 * np.float32(((hi & 15) | ((top & 12) << 2)) - 32)
+                        out[r, dst + 64 + l] = d3 * np.float32(((lo >> 4) | (top & 48)) - 32)
+                        out[r, dst + 96 + l] = d4 * np.float32(((hi >> 4) | ((top & 192) >> 2)) - 32)
 
 
 @njit(cache=True, nogil=True)
