@@ -89,7 +89,7 @@ def vec_dot(w, qs, d, sums):
                 h_hi = np.int32(h_hi + (h & bit_hi) * y_hi)
             sc_lo, m_lo = scale_min_k4(w, o + 4, 2 * c)
             sc_hi, m_hi = scale_min_k4(w, o + 4, 2 * c + 1)
-            # h_lo = bit_lo * sum(bit set * q8), so the fifth bit's 16 * ... is:
+            # h_lo is bit_lo times the sum of q8 where the fifth bit is set; that bit adds 16 x it
             sub_lo = s_lo + ((h_lo >> (2 * c)) << 4)
             sub_hi = (s_hi16 >> 4) + ((h_hi >> (2 * c + 1)) << 4)
             isum = np.int32(isum + sc_lo * sub_lo + sc_hi * sub_hi)

@@ -36,7 +36,8 @@ def _signed_absmax(x, t, start):
 
 @njit(cache=True, nogil=True)
 def quantize_rows(x, qs, d, sums):
-    """As ggml-quants.c quantize_row_q8_K_ref (which x86's quantize_row_q8_K calls).
+    """As ggml-quants.c quantize_row_q8_K_ref, which x86's quantize_row_q8_K calls
+    (ggml-cpu/arch/x86/quants.c), so this is what llama.cpp computes on x86.
 
     iscale = -127/max in f32; q = nearest_int(iscale * x), whose magic-number
     add rounds half to even, i.e. rint; clamped to 127 above only (q >= -127
