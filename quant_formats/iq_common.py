@@ -1,0 +1,36 @@
+"""Tables shared by the i-quant formats, built from gguf-py's own tables at import.
+
+The lookup grids, the sign table and the IQ4_NL values are taken from
+gguf/quants.py (not retyped), so they are the ones gguf.quants.dequantize uses;
+they equal llama.cpp's ggml-common.h tables (iq*_grid, ksigns_iq2xs,
+kvalues_iq4nl). Numba kernels read them as global arrays (frozen as constants).
+"""
+import numpy as np
+from gguf import quants as gguf_quants
+
+
+def grid_from_gguf(quant_class) -> np.ndarray:
+    """A gguf-py IQ class's lookup grid as int8 [n_entries, n_values].
+
+    gguf-py stores each grid packed (grid_hex / grid_map) and unpacks it into
+    float32 on init_grid(). Every IQ grid value is a small integer (IQ1 -1..1,
+    IQ2 <= 0x2b, IQ3 <= 0x3e), so int8 holds them exactly; checked here."""
+    quant_class.init_grid()
+    values = quant_class.grid.reshape(quant_class.grid_shape)
+    grid = values.astype(np.int8)
+    assert np.array_equal(grid.astype(np.float32), values), quant_class.__name__
+    return grid
+
+
+# ksigns_iq2xs (ggml-common.h): 7 stored sign bits -> a sign byte whose 8th
+# bit makes the count of negatives even. gguf-py keeps it on IQ2_XXS.
+KSIGNS = np.frombuffer(gguf_quants.IQ2_XXS.ksigns, dtype=np.uint8).copy()
+assert KSIGNS.shape == (128,)
+
+# Sign byte -> the eight signs it encodes, bit j set = value j negative
+# (kmask_iq2xs[j] == 1 << j in ggml-common.h), as +1/-1.
+SIGNS_OF_BYTE = np.where((np.arange(256)[:, None] >> np.arange(8)) & 1, -1, 1).astype(np.int8)
+
+# kvalues_iq4nl: IQ4_NL and IQ4_XS map each 4-bit index to one of these.
+KVALUES_IQ4NL = np.array(gguf_quants.IQ4_NL.kvalues, dtype=np.int8)
+assert KVALUES_IQ4NL.shape == (16,)
