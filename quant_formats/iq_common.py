@@ -7,6 +7,7 @@ kvalues_iq4nl). Numba kernels read them as global arrays (frozen as constants).
 """
 import numpy as np
 from gguf import quants as gguf_quants
+from numba import njit
 
 
 def grid_from_gguf(quant_class) -> np.ndarray:
@@ -34,3 +35,31 @@ SIGNS_OF_BYTE = np.where((np.arange(256)[:, None] >> np.arange(8)) & 1, -1, 1).a
 # kvalues_iq4nl: IQ4_NL and IQ4_XS map each 4-bit index to one of these.
 KVALUES_IQ4NL = np.array(gguf_quants.IQ4_NL.kvalues, dtype=np.int8)
 assert KVALUES_IQ4NL.shape == (16,)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def scaled_dot_256(decoded, qs, x, scales):
+    """sum over ib < 8 of scales[ib] * (decoded[32 ib : 32 ib + 32] . qs[x + 32 ib : ...]),
+    in int32 (exact for |scale| < 2^10: 8 * 1024 * 32 * 127 * 127 < 2^31).
+
+    decoded: 256 signed int8 weights of one block (each format's kernel fills
+    it from its grid); qs: the Q8_K quants. Four sub-block sums in one loop of
+    32: measured 3.6 ms against 18 ms for one sum per loop (IQ3_XXS decode,
+    16384 x 4096), which LLVM otherwise leaves scalar."""
+    total = np.int32(0)
+    for half in range(2):
+        y = 128 * half
+        xh = x + 128 * half
+        s0 = np.int32(0)
+        s1 = np.int32(0)
+        s2 = np.int32(0)
+        s3 = np.int32(0)
+        for j in range(32):
+            s0 = np.int32(s0 + decoded[y + j] * qs[xh + j])
+            s1 = np.int32(s1 + decoded[y + 32 + j] * qs[xh + 32 + j])
+            s2 = np.int32(s2 + decoded[y + 64 + j] * qs[xh + 64 + j])
+            s3 = np.int32(s3 + decoded[y + 96 + j] * qs[xh + 96 + j])
+        ib = 4 * half
+        total = np.int32(total + scales[ib] * s0 + scales[ib + 1] * s1
+                         + scales[ib + 2] * s2 + scales[ib + 3] * s3)
+    return total
