@@ -9,14 +9,14 @@ from quant_formats import iq4_nl
 
 
 def hand_blocks(scales=(0.25, -2.0)):
-    """Blocks whose weight i has index (5i + 3*(i >= 16) + b) mod 16: every index in
+    """Blocks whose weight i has index (5i + 3*(i >= 16) + 7b) mod 16: every index in
     each half, and low and high nibble of a byte always differ. Their values
     d * kvalue are computed from gguf-py's IQ4_NL.kvalues."""
     kvalues = np.array(gguf_quants.IQ4_NL.kvalues, np.float64)
     blocks = np.zeros(len(scales), iq4_nl.BLOCK_DTYPE)
     expected = []
     for b, d in enumerate(scales):
-        idx = (5 * np.arange(32) + 3 * (np.arange(32) >= 16) + b) % 16
+        idx = (5 * np.arange(32) + 3 * (np.arange(32) >= 16) + 7 * b) % 16
         blocks["d"][b] = d
         blocks["qs"][b] = idx[:16] | idx[16:] << 4  # byte j: weight j low, j + 16 high
         expected.append(d * kvalues[idx])
@@ -42,7 +42,8 @@ def test_every_byte_value_in_every_position():
 
 
 def test_matmul_exact_on_hand_blocks():
-    data, expected = hand_blocks()
+    """Seven blocks: vec_dot's four-block loop and its one-block tail."""
+    data, expected = hand_blocks((0.25, -2.0, 0.5, 1.0, -0.125, 4.0, 0.75))
     check_matmul_exact_on_hand_block(T.IQ4_NL, data, expected)
 
 
