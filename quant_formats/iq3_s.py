@@ -42,32 +42,41 @@ def dequantize_reference(blocks):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _grid_index(w, o, k):
-    """Block at w[o]'s grid index k: qs[k] plus bit k % 8 of qh[k / 8] as bit 8."""
-    return np.int32(w[o + 2 + k]) | ((np.int32(w[o + _QH + (k >> 3)]) >> (k & 7) & 1) << 8)
+def _decode_block(w, o, decoded_groups, scales):
+    """The block at w[o] as 256 signed grid values (int8, written four at a time
+    through decoded_groups, a uint32 view) and its 8 four-bit scales s.
 
-
-@njit(cache=True, nogil=True, inline="always")
-def _scale(w, o, ib):
-    """Sub-block ib's 4-bit scale s (the weights' factor is 1 + 2 s)."""
-    return (np.int32(w[o + _SCALES + (ib >> 1)]) >> (4 * (ib & 1))) & 15
+    qh byte ib holds bit 8 of sub-block ib's 8 grid indices, so it is loaded
+    once per sub-block (vec_dot 3.1 GB/s against 2.4 reading it per index)."""
+    for ib in range(8):
+        scales[ib] = (np.int32(w[o + _SCALES + (ib >> 1)]) >> (4 * (ib & 1))) & 15
+        qh = np.int32(w[o + _QH + ib]) << 8  # bit 8 + k: grid index 8 ib + k, bit 8
+        for pair in range(4):
+            sign_byte = np.int32(w[o + _SIGNS + 4 * ib + pair])
+            k = 8 * ib + 2 * pair
+            low_idx = np.int32(w[o + 2 + k]) | ((qh >> (2 * pair)) & 256)
+            high_idx = np.int32(w[o + 3 + k]) | ((qh >> (2 * pair + 1)) & 256)
+            decoded_groups[k] = _SIGNED_GRID[16 * low_idx + (sign_byte & 15)]
+            decoded_groups[k + 1] = _SIGNED_GRID[16 * high_idx + (sign_byte >> 4)]
 
 
 @njit(cache=True, nogil=True)
 def dequantize_rows(w, out):
-    """As ggml-quants.c dequantize_row_iq3_s, float order as gguf-py's."""
+    """As ggml-quants.c dequantize_row_iq3_s, float order as gguf-py's:
+    db = d * (1 + 2 s), then db * grid * sign, which equals db * (signed grid
+    value) bit for bit (negation is exact and rounding symmetric)."""
+    decoded = np.empty(256, np.int8)
+    scales = np.empty(8, np.int32)
     for r in range(w.shape[0]):
         row = w[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
+            _decode_block(row, o, decoded.view(np.uint32), scales)
             d = f16_at(row, o)
             for ib in range(8):
-                db = d * np.float32(1 + 2 * _scale(row, o, ib))
-                for m in range(4 * ib, 4 * ib + 4):  # 8 weights per sign byte
-                    sign_byte = row[o + _SIGNS + m]
-                    for k in range(8):
-                        v = db * np.float32(GRID[_grid_index(row, o, 2 * m + (k >> 2)), k & 3])
-                        out[r, b * 256 + 8 * m + k] = -v if (sign_byte >> k) & 1 else v
+                db = d * np.float32(1 + 2 * scales[ib])
+                for j in range(32 * ib, 32 * ib + 32):
+                    out[r, b * 256 + j] = db * np.float32(decoded[j])
 
 
 @njit(cache=True, nogil=True)
@@ -76,25 +85,16 @@ def vec_dot(w, qs, d, sums):
     integer sum of signed grid value * q8, times 1 + 2 s; d_w d_x per block.
 
     As iq3_xxs.vec_dot: decode to 256 signed int8 (one packed-table load per 4
-    weights), then iq_common.scaled_dot_256. qh byte ib holds bit 8 of the
-    sub-block's 8 grid indices, so it is loaded once per sub-block (3.1 GB/s
-    against 2.4 with _grid_index per lookup)."""
+    weights), then iq_common.scaled_dot_256."""
     acc = np.float32(0.0)
     decoded = np.empty(256, np.int8)
     decoded_groups = decoded.view(np.uint32)
     scales = np.empty(8, np.int32)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
+        _decode_block(w, o, decoded_groups, scales)
         for ib in range(8):
-            scales[ib] = 1 + 2 * _scale(w, o, ib)
-            qh = np.int32(w[o + _QH + ib]) << 8  # bit 8 + k of qh: grid index 8 ib + k, bit 8
-            for pair in range(4):
-                sign_byte = np.int32(w[o + _SIGNS + 4 * ib + pair])
-                k = 8 * ib + 2 * pair
-                low_idx = np.int32(w[o + 2 + k]) | ((qh >> (2 * pair)) & 256)
-                high_idx = np.int32(w[o + 3 + k]) | ((qh >> (2 * pair + 1)) & 256)
-                decoded_groups[k] = _SIGNED_GRID[16 * low_idx + (sign_byte & 15)]
-                decoded_groups[k + 1] = _SIGNED_GRID[16 * high_idx + (sign_byte >> 4)]
+            scales[ib] = 1 + 2 * scales[ib]
         isum = scaled_dot_256(decoded, qs, b * 256, scales)
         acc += f16_at(w, o) * d[b] * np.float32(isum)
     return acc

@@ -46,23 +46,38 @@ def _aux_at(w, o):
             | (np.int64(w[o + 3]) << 24))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _decode_block(w, o, decoded_groups, scales):
+    """The block at w[o] as 256 signed grid values (int8, written four at a time
+    through decoded_groups, a uint32 view) and its 8 four-bit scales s."""
+    for ib in range(8):
+        aux = _aux_at(w, o + 66 + 4 * ib)
+        scales[ib] = aux >> 28
+        for l in range(4):
+            sign_byte = _KSIGNS[(aux >> (7 * l)) & 127]
+            g = o + 2 + 8 * ib + 2 * l
+            decoded_groups[8 * ib + 2 * l] = _SIGNED_GRID[16 * np.int32(w[g]) + (sign_byte & 15)]
+            decoded_groups[8 * ib + 2 * l + 1] = _SIGNED_GRID[16 * np.int32(w[g + 1])
+                                                              + (sign_byte >> 4)]
+
+
 @njit(cache=True, nogil=True)
 def dequantize_rows(w, out):
-    """As ggml-quants.c dequantize_row_iq3_xxs, float order as gguf-py's."""
+    """As ggml-quants.c dequantize_row_iq3_xxs, float order as gguf-py's:
+    db = d * (0.5 + s) * 0.5, then db * grid * sign, which equals db * (signed
+    grid value) bit for bit (negation is exact and rounding symmetric)."""
+    decoded = np.empty(256, np.int8)
+    scales = np.empty(8, np.int32)
     for r in range(w.shape[0]):
         row = w[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
+            _decode_block(row, o, decoded.view(np.uint32), scales)
             d = f16_at(row, o)
             for ib in range(8):
-                aux = _aux_at(row, o + 66 + 4 * ib)
-                db = d * (np.float32(0.5) + np.float32(aux >> 28)) * np.float32(0.5)
-                for l in range(4):
-                    sign_byte = _KSIGNS[(aux >> (7 * l)) & 127]
-                    dst = b * 256 + 32 * ib + 8 * l
-                    for k in range(8):
-                        v = db * np.float32(GRID[row[o + 2 + 8 * ib + 2 * l + (k >> 2)], k & 3])
-                        out[r, dst + k] = -v if (sign_byte >> k) & 1 else v
+                db = d * (np.float32(0.5) + np.float32(scales[ib])) * np.float32(0.5)
+                for j in range(32 * ib, 32 * ib + 32):
+                    out[r, b * 256 + j] = db * np.float32(decoded[j])
 
 
 @njit(cache=True, nogil=True)
@@ -79,15 +94,9 @@ def vec_dot(w, qs, d, sums):
     scales = np.empty(8, np.int32)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
+        _decode_block(w, o, decoded_groups, scales)
         for ib in range(8):
-            aux = _aux_at(w, o + 66 + 4 * ib)
-            scales[ib] = 2 * (aux >> 28) + 1
-            for l in range(4):
-                sign_byte = _KSIGNS[(aux >> (7 * l)) & 127]
-                g = o + 2 + 8 * ib + 2 * l
-                decoded_groups[8 * ib + 2 * l] = _SIGNED_GRID[16 * np.int32(w[g]) + (sign_byte & 15)]
-                decoded_groups[8 * ib + 2 * l + 1] = _SIGNED_GRID[16 * np.int32(w[g + 1])
-                                                                  + (sign_byte >> 4)]
+            scales[ib] = 2 * scales[ib] + 1
         isum = scaled_dot_256(decoded, qs, b * 256, scales)
         acc += f16_at(w, o) * d[b] * np.float32(isum)
     return np.float32(0.25) * acc
