@@ -78,3 +78,30 @@ def run(**opts):
 
 
 run_main = _entry(run)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="print metadata and tensors as JSON")
+def info(file, as_json):
+    """Show a GGUF file's metadata and tensors (FILE may be a known model name)."""
+    from gguf_runtime import info as show
+    from gguf_runtime.reader import GGUFFile
+    path = _resolve(file)
+    with GGUFFile(path) as gguf_file:
+        click.echo(show.as_json(gguf_file) if as_json else show.as_text(gguf_file))
+
+
+def _resolve(path_or_name):
+    """An existing path as is; otherwise a known model name (gguf-pull)."""
+    import os
+    if os.path.exists(path_or_name):
+        return path_or_name
+    try:
+        from gguf_runtime.pull import resolve_model
+    except ImportError:
+        return path_or_name
+    return resolve_model(path_or_name)
+
+
+info_main = _entry(info)
