@@ -94,14 +94,21 @@ def info(file, as_json):
 
 def _resolve(path_or_name):
     """An existing path as is; otherwise a known model name (gguf-pull)."""
-    import os
-    if os.path.exists(path_or_name):
-        return path_or_name
-    try:
-        from gguf_runtime.pull import resolve_model
-    except ImportError:
-        return path_or_name
+    from gguf_runtime.pull import resolve_model
     return resolve_model(path_or_name)
 
 
 info_main = _entry(info)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name")
+@click.option("--cache-dir", help="where to keep models (default: $GGUF_RUN_CACHE or "
+              "~/.cache/gguf-run/models)")
+def pull(name, cache_dir):
+    """Download a known model (smollm2-135m, gemma3-270m) and print its path."""
+    from gguf_runtime.pull import pull as pull_model
+    click.echo(pull_model(name, cache_dir))
+
+
+pull_main = _entry(pull)
