@@ -42,6 +42,10 @@ def _stream(model, pieces, started):
 
 
 def run(opts: dict):
+    import importlib.util
+    if importlib.util.find_spec("gguf_runtime.transformer") is None:
+        raise ModelError("text generation is not available in this build yet "
+                         "(the forward pass is in progress); gguf-info works")
     from .model import Model
     from .chat import resolve_template
     started = time.perf_counter()
