@@ -29,6 +29,7 @@ FORMATS = {
     T.IQ2_XXS: "iq2_xxs", T.IQ2_XS: "iq2_xs", T.IQ2_S: "iq2_s",
     T.IQ1_S: "iq1_s", T.IQ1_M: "iq1_m",
 }
+ALL_FORMATS = tuple(FORMATS)  # the 22 weight types the project covers
 # Activation-only formats (vec_dot types that are not weight formats here).
 ACTIVATIONS = {T.Q8_1: "q8_1", T.Q8_K: "q8_k"}
 
