@@ -1,10 +1,8 @@
 """gguf-info as a user runs it: a real model, JSON output, bad files."""
 import json
-import os
 import subprocess
 import sys
 
-SMOLLM2 = os.path.expanduser("~/.cache/gguf-run/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def gguf_info(*args):
@@ -13,8 +11,8 @@ def gguf_info(*args):
                           timeout=120)
 
 
-def test_json_has_numpy_order_shapes():
-    out = gguf_info("--json", SMOLLM2)
+def test_json_has_numpy_order_shapes(smollm2_path):
+    out = gguf_info("--json", str(smollm2_path))
     assert out.returncode == 0
     data = json.loads(out.stdout)
     assert data["metadata"]["general.architecture"] == "llama"
@@ -23,8 +21,8 @@ def test_json_has_numpy_order_shapes():
     assert embd["nbytes"] == 49152 * 576 // 32 * 34
 
 
-def test_text_lists_tensors():
-    out = gguf_info(SMOLLM2)
+def test_known_name_is_resolved_and_listed(smollm2_path):
+    out = gguf_info("smollm2-135m")
     assert out.returncode == 0
     assert "architecture llama" in out.stdout and "blk.0.attn_q.weight" in out.stdout
 

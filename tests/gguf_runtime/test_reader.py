@@ -8,8 +8,6 @@ from gguf import GGMLQuantizationType as T, GGUFValueType as V
 
 from gguf_runtime import GGUFError, GGUFFile
 
-MODELS = "~/.cache/gguf-run/models"
-
 
 # --- a tiny hand-assembled GGUF, so each field can be broken on purpose ---------
 
@@ -141,12 +139,6 @@ def test_gguf_writer_file_round_trips(tmp_path):
         assert np.array_equal(b.data, q8)
 
 
-@pytest.fixture(scope="module")
-def smollm2_path():
-    from pathlib import Path
-    return Path(MODELS).expanduser() / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def test_real_smollm2_matches_gguf_py_reader(smollm2_path):
     theirs = gguf.GGUFReader(smollm2_path)
     with GGUFFile(smollm2_path) as ours:
@@ -162,9 +154,9 @@ def test_real_smollm2_matches_gguf_py_reader(smollm2_path):
                                   .reshape(-1))
 
 
-def test_real_gemma3_opens_fast_with_its_metadata(smollm2_path):
+def test_real_gemma3_opens_fast_with_its_metadata(gemma3_path):
     import time
-    path = smollm2_path.with_name("gemma-3-270m-q4_k_m.gguf")
+    path = gemma3_path
     start = time.perf_counter()
     with GGUFFile(path) as f:
         elapsed = time.perf_counter() - start
