@@ -1,0 +1,74 @@
+"""Q5_0: 32 weights as 5-bit quants minus 16, one f16 scale (ggml-common.h block_q5_0).
+
+The low 4 bits are packed as in Q4_0 (byte j: weight j low nibble, j + 16 high);
+bit j of the little-endian uint32 qh is the fifth bit of weight j."""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+
+QTYPE = T.Q5_0
+BLOCK_SIZE = 32
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", (16,))])
+VEC_DOT_TYPE = T.Q8_0
+_TYPE_SIZE = BLOCK_DTYPE.itemsize
+
+
+def five_bit_quants(blocks):
+    """Plain numpy: the 32 unsigned 5-bit quants of each block (Q5_0 and Q5_1)."""
+    qs = blocks["qs"]
+    low = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.uint32)
+    high = (blocks["qh"][:, None] >> np.arange(32, dtype=np.uint32)) & 1
+    return low | (high << 4)
+
+
+def dequantize_reference(blocks):
+    q = five_bit_quants(blocks).astype(np.int32) - 16
+    return blocks["d"].astype(np.float32)[:, None] * q.astype(np.float32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def high_bits(row, o):
+    """The block's qh as one integer (4 bytes at row[o])."""
+    return (np.int64(row[o]) | (np.int64(row[o + 1]) << 8) | (np.int64(row[o + 2]) << 16)
+            | (np.int64(row[o + 3]) << 24))
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d, qh = f16_at(row, o), high_bits(row, o + 2)
+            for j in range(16):
+                q = np.int32(row[o + 6 + j])
+                lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
+                hi = (q >> 4) | np.int32(((qh >> (j + 16)) & 1) << 4)
+                out[r, b * 32 + j] = d * np.float32(lo - 16)
+                out[r, b * 32 + j + 16] = d * np.float32(hi - 16)
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        qh = high_bits(w, o + 2)
+        s = np.int32(0)
+        for j in range(16):
+            q = np.int32(w[o + 6 + j])
+            lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
+            hi = (q >> 4) | np.int32(((qh >> (j + 16)) & 1) << 4)
+            s = np.int32(s + (lo - 16) * np.int32(qs[b * 32 + j])
+                         + (hi - 16) * np.int32(qs[b * 32 + j + 16]))
+        acc += f16_at(w, o) * d[b] * np.float32(s)
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])

@@ -1,0 +1,58 @@
+"""Q5_1: 32 weights as 5-bit quants q with an f16 scale d and offset m: d*q + m
+(ggml-common.h block_q5_1); bits packed as in Q5_0."""
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .common import f16_at
+from .q5_0 import five_bit_quants, high_bits
+
+QTYPE = T.Q5_1
+BLOCK_SIZE = 32
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", (16,))])
+VEC_DOT_TYPE = T.Q8_1
+_TYPE_SIZE = BLOCK_DTYPE.itemsize
+
+
+def dequantize_reference(blocks):
+    q = five_bit_quants(blocks).astype(np.float32)
+    return blocks["d"].astype(np.float32)[:, None] * q + blocks["m"].astype(np.float32)[:, None]
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            d, m, qh = f16_at(row, o), f16_at(row, o + 2), high_bits(row, o + 4)
+            for j in range(16):
+                q = np.int32(row[o + 8 + j])
+                lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
+                hi = (q >> 4) | np.int32(((qh >> (j + 16)) & 1) << 4)
+                out[r, b * 32 + j] = d * np.float32(lo) + m
+                out[r, b * 32 + j + 16] = d * np.float32(hi) + m
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """ggml-cpu/quants.c ggml_vec_dot_q5_1_q8_1: d*d8*sum(q*q8) + m*s8."""
+    acc = np.float32(0.0)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        qh = high_bits(w, o + 4)
+        s = np.int32(0)
+        for j in range(16):
+            q = np.int32(w[o + 8 + j])
+            lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
+            hi = (q >> 4) | np.int32(((qh >> (j + 16)) & 1) << 4)
+            s = np.int32(s + lo * np.int32(qs[b * 32 + j]) + hi * np.int32(qs[b * 32 + j + 16]))
+        acc += f16_at(w, o) * d[b] * np.float32(s) + f16_at(w, o + 2) * sums[b]
+    return acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
