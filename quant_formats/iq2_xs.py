@@ -1,0 +1,92 @@
+"""IQ2_XS: 256 weights as 32 lookups into a 512 x 8 grid, with signs, and a 4-bit
+scale per 16 weights (ggml-common.h block_iq2_xs).
+
+Block bytes: d f16 @0; 32 little-endian uint16 @2, one per 8 weights: grid index
+in bits 0-8, sign index (through ksigns_iq2xs) in bits 9-15; 8 scale bytes @66,
+low nibble for the first 16 weights of a sub-block of 32, high nibble for the rest.
+Weight = d * (0.5 + s) * 0.25 * grid value * sign.
+"""
+import numpy as np
+from gguf import GGMLQuantizationType as T, quants as gguf_quants
+from numba import njit, prange
+
+from .common import f16_at
+from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf
+
+QTYPE = T.IQ2_XS
+BLOCK_SIZE = 256
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "<u2", (32,)), ("scales", "u1", (8,))])
+VEC_DOT_TYPE = T.Q8_K
+_TYPE_SIZE = BLOCK_DTYPE.itemsize  # 74
+
+GRID = grid_from_gguf(gguf_quants.IQ2_XS)  # int8 [512, 8]: iq2xs_grid
+_KSIGNS = KSIGNS.astype(np.int32)
+# Grid entry i with sign index k (0..127) applied, 8 int8 packed as one uint64 at 128 i + k.
+_SIGNED_GRID = np.ascontiguousarray(
+    (GRID[:, None, :] * SIGNS_OF_BYTE[KSIGNS][None, :, :]).astype(np.int8)).view(np.uint64).ravel()
+
+
+def dequantize_reference(blocks):
+    """As gguf-py IQ2_XS: db = d * (0.5 + s) * 0.25 per 16 weights, db * grid * sign."""
+    n = len(blocks)
+    scales = np.stack([blocks["scales"] & 15, blocks["scales"] >> 4], axis=2).reshape(n, 16)
+    db = blocks["d"].astype(np.float32)[:, None] * (np.float32(0.5) + scales.astype(np.float32))
+    db = db * np.float32(0.25)
+    qs = blocks["qs"]
+    signs = SIGNS_OF_BYTE[KSIGNS[qs >> 9]].astype(np.float32).reshape(n, 16, 16)
+    grid = GRID[qs & 511].astype(np.float32).reshape(n, 16, 16)
+    return (db[:, :, None] * grid * signs).reshape(n, 256)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _decode_block(w, o, decoded_groups):
+    for g in range(32):
+        q = np.int32(w[o + 2 + 2 * g]) | (np.int32(w[o + 3 + 2 * g]) << 8)
+        decoded_groups[g] = _SIGNED_GRID[128 * (q & 511) + (q >> 9)]
+
+
+@njit(cache=True, nogil=True)
+def dequantize_rows(w, out):
+    decoded = np.empty(256, np.int8)
+    for r in range(w.shape[0]):
+        row = w[r]
+        for b in range(w.shape[1] // _TYPE_SIZE):
+            o = b * _TYPE_SIZE
+            _decode_block(row, o, decoded.view(np.uint64))
+            d = f16_at(row, o)
+            for k in range(16):
+                s = (np.int32(row[o + 66 + k // 2]) >> (4 * (k % 2))) & 15
+                db = d * (np.float32(0.5) + np.float32(s)) * np.float32(0.25)
+                for j in range(16 * k, 16 * k + 16):
+                    out[r, b * 256 + j] = db * np.float32(decoded[j])
+
+
+@njit(cache=True, nogil=True)
+def vec_dot(w, qs, d, sums):
+    """ggml-cpu/quants.c ggml_vec_dot_iq2_xs_q8_K_generic: per 16 weights the integer
+    sum of signed grid value * q8 times 2 s + 1; 0.125 d_w d_x at the end."""
+    acc = np.float32(0.0)
+    decoded = np.empty(256, np.int8)
+    decoded_groups = decoded.view(np.uint64)
+    for b in range(d.shape[0]):
+        o = b * _TYPE_SIZE
+        _decode_block(w, o, decoded_groups)
+        x = b * 256
+        total = np.int32(0)
+        for k in range(0, 16, 2):
+            sc = np.int32(w[o + 66 + k // 2])
+            s0 = np.int32(0)
+            s1 = np.int32(0)
+            for j in range(16):
+                s0 = np.int32(s0 + decoded[16 * k + j] * qs[x + 16 * k + j])
+                s1 = np.int32(s1 + decoded[16 * k + 16 + j] * qs[x + 16 * k + 16 + j])
+            total = np.int32(total + (2 * (sc & 15) + 1) * s0 + (2 * (sc >> 4) + 1) * s1)
+        acc += f16_at(w, o) * d[b] * np.float32(total)
+    return np.float32(0.125) * acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def matmul_kernel(w, qs, d, sums, out):
+    for r in prange(w.shape[0]):
+        for t in range(qs.shape[0]):
+            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
