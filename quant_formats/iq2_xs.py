@@ -11,7 +11,7 @@ from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
 from .common import f16_at
-from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf
+from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
 
 QTYPE = T.IQ2_XS
 BLOCK_SIZE = 256
@@ -71,16 +71,7 @@ def vec_dot(w, qs, d, sums):
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
         _decode_block(w, o, decoded_groups)
-        x = b * 256
-        total = np.int32(0)
-        for k in range(0, 16, 2):
-            sc = np.int32(w[o + 66 + k // 2])
-            s0 = np.int32(0)
-            s1 = np.int32(0)
-            for j in range(16):
-                s0 = np.int32(s0 + decoded[16 * k + j] * qs[x + 16 * k + j])
-                s1 = np.int32(s1 + decoded[16 * k + 16 + j] * qs[x + 16 * k + 16 + j])
-            total = np.int32(total + (2 * (sc & 15) + 1) * s0 + (2 * (sc >> 4) + 1) * s1)
+        total = nibble_scaled_dot_256(decoded, qs, b * 256, w, o + 66)
         acc += f16_at(w, o) * d[b] * np.float32(total)
     return np.float32(0.125) * acc
 

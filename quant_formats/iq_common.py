@@ -63,3 +63,20 @@ def scaled_dot_256(decoded, qs, x, scales):
         total = np.int32(total + scales[ib] * s0 + scales[ib + 1] * s1
                          + scales[ib + 2] * s2 + scales[ib + 3] * s3)
     return total
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nibble_scaled_dot_256(decoded, qs, x, w, scales_at):
+    """For IQ2_XS/IQ2_S: sum over 16-weight groups k of (2 s_k + 1) * (decoded . q8),
+    where s_k is nibble k of the 8 scale bytes at w[scales_at] (low nibble first),
+    as ggml_vec_dot_iq2_xs/iq2_s_q8_K_generic; int32 is exact (31 * 16 * 127 * 127 * 16)."""
+    total = np.int32(0)
+    for k in range(0, 16, 2):
+        sc = np.int32(w[scales_at + k // 2])
+        s0 = np.int32(0)
+        s1 = np.int32(0)
+        for j in range(16):
+            s0 = np.int32(s0 + decoded[16 * k + j] * qs[x + 16 * k + j])
+            s1 = np.int32(s1 + decoded[16 * k + 16 + j] * qs[x + 16 * k + 16 + j])
+        total = np.int32(total + (2 * (sc & 15) + 1) * s0 + (2 * (sc >> 4) + 1) * s1)
+    return total
