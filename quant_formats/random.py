@@ -18,8 +18,11 @@ def random_blocks(qtype, n_rows: int, n_cols: int, seed: int = 0) -> np.ndarray:
                 T.BF16: (values.view(np.uint32) >> 16).astype(np.uint16)}[qtype].view(np.uint8)
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, (n_rows, n_cols // block_size * type_size), dtype=np.uint8)
-    blocks = raw.reshape(-1).view(get(qtype).BLOCK_DTYPE)
+    fmt = get(qtype)
+    blocks = raw.reshape(-1).view(fmt.BLOCK_DTYPE)
     for name, (dtype, _) in blocks.dtype.fields.items():
         if dtype.base == np.float16:
             blocks[name] = (rng.standard_normal(blocks[name].shape) * 0.01).astype(np.float16)
+    if hasattr(fmt, "set_finite_scale"):  # a scale packed into other fields (IQ1_M)
+        fmt.set_finite_scale(blocks, rng)
     return raw
