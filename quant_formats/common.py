@@ -38,3 +38,10 @@ def to_f16(x):
 def as_int8(byte):
     """Reinterpret a uint8 as int8."""
     return np.int32(byte) - 256 * (np.int32(byte) >> 7)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def u32_at(buf, offset):
+    """The little-endian uint32 at buf[offset], as int64."""
+    return (np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8)
+            | (np.int64(buf[offset + 2]) << 16) | (np.int64(buf[offset + 3]) << 24))

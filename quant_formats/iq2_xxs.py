@@ -10,7 +10,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
-from .common import f16_at
+from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 
 QTYPE = T.IQ2_XXS
@@ -41,16 +41,10 @@ def dequantize_reference(blocks):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _u32_at(w, o):
-    return (np.int64(w[o]) | (np.int64(w[o + 1]) << 8) | (np.int64(w[o + 2]) << 16)
-            | (np.int64(w[o + 3]) << 24))
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _decode_block(w, o, decoded_groups, scales):
     """256 signed grid values (8 at a time through a uint64 view) and 8 scales."""
     for ib in range(8):
-        aux = _u32_at(w, o + 2 + 8 * ib + 4)
+        aux = u32_at(w, o + 2 + 8 * ib + 4)
         scales[ib] = aux >> 28
         for l in range(4):
             sign_byte = _KSIGNS[(aux >> (7 * l)) & 127]

@@ -10,7 +10,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
-from .common import f16_at
+from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 
 QTYPE = T.IQ3_XXS
@@ -40,18 +40,11 @@ def dequantize_reference(blocks):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _aux_at(w, o):
-    """The little-endian uint32 at w[o:o+4], as int64."""
-    return (np.int64(w[o]) | (np.int64(w[o + 1]) << 8) | (np.int64(w[o + 2]) << 16)
-            | (np.int64(w[o + 3]) << 24))
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _decode_block(w, o, decoded_groups, scales):
     """The block at w[o] as 256 signed grid values (int8, written four at a time
     through decoded_groups, a uint32 view) and its 8 four-bit scales s."""
     for ib in range(8):
-        aux = _aux_at(w, o + 66 + 4 * ib)
+        aux = u32_at(w, o + 66 + 4 * ib)
         scales[ib] = aux >> 28
         for l in range(4):
             sign_byte = _KSIGNS[(aux >> (7 * l)) & 127]

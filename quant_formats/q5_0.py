@@ -6,7 +6,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import f16_at
+from .common import f16_at, u32_at
 
 QTYPE = T.Q5_0
 BLOCK_SIZE = 32
@@ -28,20 +28,13 @@ def dequantize_reference(blocks):
     return blocks["d"].astype(np.float32)[:, None] * q.astype(np.float32)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def high_bits(row, o):
-    """The block's qh as one integer (4 bytes at row[o])."""
-    return (np.int64(row[o]) | (np.int64(row[o + 1]) << 8) | (np.int64(row[o + 2]) << 16)
-            | (np.int64(row[o + 3]) << 24))
-
-
 @njit(cache=True, nogil=True)
 def dequantize_rows(w, out):
     for r in range(w.shape[0]):
         row = w[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
-            d, qh = f16_at(row, o), high_bits(row, o + 2)
+            d, qh = f16_at(row, o), u32_at(row, o + 2)
             for j in range(16):
                 q = np.int32(row[o + 6 + j])
                 lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
@@ -55,7 +48,7 @@ def vec_dot(w, qs, d, sums):
     acc = np.float32(0.0)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
-        qh = high_bits(w, o + 2)
+        qh = u32_at(w, o + 2)
         s = np.int32(0)
         for j in range(16):
             q = np.int32(w[o + 6 + j])

@@ -4,8 +4,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import f16_at
-from .q5_0 import five_bit_quants, high_bits
+from .common import f16_at, u32_at
+from .q5_0 import five_bit_quants
 
 QTYPE = T.Q5_1
 BLOCK_SIZE = 32
@@ -25,7 +25,7 @@ def dequantize_rows(w, out):
         row = w[r]
         for b in range(w.shape[1] // _TYPE_SIZE):
             o = b * _TYPE_SIZE
-            d, m, qh = f16_at(row, o), f16_at(row, o + 2), high_bits(row, o + 4)
+            d, m, qh = f16_at(row, o), f16_at(row, o + 2), u32_at(row, o + 4)
             for j in range(16):
                 q = np.int32(row[o + 8 + j])
                 lo = (q & 15) | np.int32(((qh >> j) & 1) << 4)
@@ -40,7 +40,7 @@ def vec_dot(w, qs, d, sums):
     acc = np.float32(0.0)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
-        qh = high_bits(w, o + 4)
+        qh = u32_at(w, o + 4)
         s = np.int32(0)
         for j in range(16):
             q = np.int32(w[o + 8 + j])
