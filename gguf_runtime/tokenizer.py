@@ -1,7 +1,7 @@
 """Tokenizers identical to llama.cpp's, built from GGUF metadata.
 
 `tokenizer.ggml.model` picks the algorithm: "gpt2" is byte-level BPE
-(tokenizer_bpe.py). Special tokens are cut out of the text first, as
+(tokenizer_bpe.py), "llama" SentencePiece-style (tokenizer_spm.py). Special tokens are cut out of the text first, as
 llama-vocab.cpp tokenizer_st_partition: control tokens only when parse_special is
 on, user-defined tokens always.
 """
@@ -36,6 +36,10 @@ class Tokenizer:
             from .tokenizer_bpe import BPE
             return cls(md, BPE(md["tokenizer.ggml.tokens"], md.get("tokenizer.ggml.merges", []),
                                md.get("tokenizer.ggml.pre", "default")))
+        if model == "llama":
+            from .tokenizer_spm import SPM
+            return cls(md, SPM(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.scores"],
+                               bool(md.get("tokenizer.ggml.add_space_prefix", True))))
         raise ModelError(f"tokenizer model '{model}' is not supported yet")
 
     def _eog_ids(self, md):
@@ -86,5 +90,8 @@ class Tokenizer:
             return text.encode()
         return self.algorithm.piece_bytes(text)
 
-    def decode(self, ids) -> str:
-        return b"".join(self.token_to_piece(i) for i in ids).decode("utf-8", errors="replace")
+    def decode(self, ids, special=False) -> str:
+        """Text of ids; control tokens only with special=True (llama_detokenize)."""
+        pieces = (self.token_to_piece(i) for i in ids
+                  if special or self.types[i] != CONTROL)
+        return b"".join(pieces).decode("utf-8", errors="replace")

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODELS = ["smollm2-135m"]
+MODELS = ["smollm2-135m", "gemma3-270m"]
 
 
 def llama_tokenize(binary, model, text, parse_special):

@@ -19,16 +19,35 @@ def smollm2_tokenizer(smollm2_path):
         return Tokenizer.from_metadata(f.metadata)
 
 
-@pytest.mark.parametrize("case", range(len(REFS["smollm2-135m"])))
-def test_smollm2_ids_equal_llama_tokenize(smollm2_tokenizer, case):
-    ref = REFS["smollm2-135m"][case]
-    assert smollm2_tokenizer.encode(ref["text"], parse_special=True) == ref["special"]
-    assert smollm2_tokenizer.encode(ref["text"], parse_special=False) == ref["plain"]
+@pytest.fixture(scope="module")
+def tokenizers(smollm2_tokenizer, gemma3_path):
+    with GGUFFile(gemma3_path) as f:
+        return {"smollm2-135m": smollm2_tokenizer, "gemma3-270m": Tokenizer.from_metadata(f.metadata)}
 
 
-def test_decode_round_trips(smollm2_tokenizer):
-    for ref in REFS["smollm2-135m"]:
-        assert smollm2_tokenizer.decode(ref["special"]) == ref["text"]
+CASES = [(model, i) for model in sorted(REFS) for i in range(len(REFS[model]))]
+
+
+@pytest.mark.parametrize("model, case", CASES)
+def test_ids_equal_llama_tokenize(tokenizers, model, case):
+    ref = REFS[model][case]
+    assert tokenizers[model].encode(ref["text"], parse_special=True) == ref["special"]
+    assert tokenizers[model].encode(ref["text"], parse_special=False) == ref["plain"]
+
+
+@pytest.mark.parametrize("model", sorted(REFS))
+def test_decode_round_trips(tokenizers, model):
+    tok = tokenizers[model]
+    for ref in REFS[model]:
+        ids = ref["special"][1:] if tok.add_bos else ref["special"]
+        assert tok.decode(ids, special=True) == ref["text"]
+
+
+def test_gemma3_adds_bos_and_keeps_newline_runs_as_user_tokens(tokenizers):
+    tok = tokenizers["gemma3-270m"]
+    ids = tok.encode("a\n\n\nb")
+    assert ids[0] == tok.bos_id and tok.tokens.index("\n\n\n") in ids
+    assert tok.decode(ids) == "a\n\n\nb"  # BOS is a control token: not in the text
 
 
 def test_control_strings_stay_text_without_parse_special(smollm2_tokenizer):
