@@ -112,3 +112,23 @@ def pull(name, cache_dir):
 
 
 pull_main = _entry(pull)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", required=True, help="GGUF file, or a known name (gguf-pull)")
+@click.option("-p", "--prompt", help="text to tokenize (escapes like \\n processed)")
+@click.option("-f", "--file", "prompt_file", type=click.File("r", encoding="utf-8"),
+              help="read the text from a file, verbatim")
+@click.option("--stdin", "use_stdin", is_flag=True, help="read the text from stdin")
+@click.option("--ids", "ids_only", is_flag=True, help="print only the ids, as [id, ...]")
+@click.option("--no-bos", is_flag=True, help="do not add a BOS token")
+@click.option("--no-parse-special", is_flag=True, help="special-token text stays text")
+@click.option("--no-escape", is_flag=True, help="do not process escapes in -p")
+@click.option("--show-count", is_flag=True, help="print the number of tokens")
+def tokenize(**opts):
+    """Tokenize text as llama-tokenize does."""
+    from gguf_runtime.tokenize_cmd import run as run_tokenize
+    run_tokenize(**opts)
+
+
+tokenize_main = _entry(tokenize)
