@@ -1,0 +1,160 @@
+"""Numba kernels of the transformer layers: norms, RoPE, attention, gated FFN.
+
+Each kernel handles a whole batch (all tokens, all heads) in one call, so the
+forward pass makes a few calls per layer and no Python runs per head or element.
+Numerics follow ggml-cpu where they decide near-ties (sources cited per kernel).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
+# tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
+# V in f16 (ggml-cpu/common.h GGML_FA_TILE_Q).
+FA_TILE_Q = 64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f16_round(x):
+    """Round a float32 to the nearest f16 value (GGML_FP32_TO_FP16 then back).
+
+    Normal range: Veltkamp split keeps the top 11 significant bits in f32
+    arithmetic; below 2^-14 f16 spacing is the fixed 2^-24."""
+    ax = abs(x)
+    if ax >= np.float32(65520.0):
+        return np.float32(math.copysign(math.inf, x))
+    if ax < np.float32(6.103515625e-05):
+        return np.float32(np.rint(x * np.float32(16777216.0)) / np.float32(16777216.0))
+    c = x * np.float32(8193.0)
+    return np.float32(c - (c - x))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rms_norm(x, weight, eps, out):
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, rows of any width that
+    is a multiple of len(weight) normalized per len(weight) group (per head).
+    ggml-cpu/ops.cpp rms_norm_f32: squares summed in double, scale in float."""
+    width = weight.shape[0]
+    n_groups = x.shape[1] // width
+    for i in prange(x.shape[0] * n_groups):
+        t, g = i // n_groups, i % n_groups
+        o = g * width
+        acc = 0.0
+        for j in range(width):
+            v = x[t, o + j]
+            acc += np.float64(v * v)
+        mean = np.float32(acc / width)
+        scale = np.float32(1.0) / np.sqrt(mean + eps)
+        for j in range(width):
+            out[t, o + j] = (x[t, o + j] * scale) * weight[j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
+    """Rotate each head of x [n_tokens, n_heads*head_dim] in place by its token's
+    position (may be a negative delta, for the context shift). ggml-cpu/ops.cpp
+    rope_f32 and ggml_rope_cache_init: theta = p * base^(-2i/n_rot), multiplied
+    up in float; 'normal' rotates pairs (2i, 2i+1), 'neox' (i, i + n_rot/2)."""
+    n_heads = x.shape[1] // head_dim
+    theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
+    half = n_rot // 2
+    for t in prange(x.shape[0]):
+        cos = np.empty(half, np.float32)
+        sin = np.empty(half, np.float32)
+        theta = np.float32(positions[t])
+        for i in range(half):
+            angle = np.float32(freq_scale) * theta
+            cos[i] = np.cos(angle)
+            sin[i] = np.sin(angle)
+            theta = np.float32(theta * theta_scale)
+        for h in range(n_heads):
+            o = h * head_dim
+            for i in range(half):
+                a, b = (o + i, o + i + half) if neox else (o + 2 * i, o + 2 * i + 1)
+                x0, x1 = x[t, a], x[t, b]
+                x[t, a] = x0 * cos[i] - x1 * sin[i]
+                x[t, b] = x0 * sin[i] + x1 * cos[i]
+
+
+@njit(cache=True, nogil=True)
+def store_f16(src, cache, positions, n_cells):
+    """Write rows of src into cache rows positions % n_cells, rounded to f16."""
+    for t in range(src.shape[0]):
+        c = positions[t] % n_cells
+        for j in range(src.shape[1]):
+            cache[c, j] = f16_round(src[t, j])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
+              kq_scale, out):
+    """Causal attention of every query row (positions pos0..) and head over the
+    cached keys; keys live at cache row pos % n_cells. A window > 0 limits a
+    query at p to keys with p - key < window (llama-hparams.h is_masked_swa).
+    Small batches follow ggml's flash-attention one-chunk path: Q rounded to f16,
+    online softmax, V accumulated in f16; large ones its tiled path, all f32."""
+    n_tokens = q.shape[0]
+    n_heads = q.shape[1] // head_dim_k
+    group = n_heads // n_kv_heads
+    half_precision = n_tokens < FA_TILE_Q
+    for i in prange(n_tokens * n_heads):
+        t, h = i // n_heads, i % n_heads
+        kh = h // group
+        qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
+        if half_precision:
+            for j in range(head_dim_k):
+                qh[j] = f16_round(qh[j])
+        acc = np.zeros(head_dim_v, np.float32)
+        p = pos0 + t
+        first = max(0, p - window + 1) if window > 0 else 0
+        m = -np.inf
+        total = np.float32(0.0)
+        for kp in range(first, p + 1):
+            c = kp % n_cells
+            krow = k_cache[c, kh * head_dim_k:(kh + 1) * head_dim_k]
+            s = np.float32(0.0)
+            for j in range(head_dim_k):
+                s += krow[j] * qh[j]
+            s = s * kq_scale
+            ms = np.float32(1.0)
+            vs = np.float32(1.0)
+            if s > m:
+                ms = np.float32(np.exp(m - s))
+                m = s
+            else:
+                vs = np.float32(np.exp(s - m))
+            vrow = v_cache[c, kh * head_dim_v:(kh + 1) * head_dim_v]
+            if half_precision:
+                for j in range(head_dim_v):
+                    acc[j] = f16_round(f16_round(acc[j] * ms) + vrow[j] * vs)
+            else:
+                for j in range(head_dim_v):
+                    acc[j] = acc[j] * ms + vrow[j] * vs
+            total = total * ms + vs
+        inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
+        for j in range(head_dim_v):
+            out[t, h * head_dim_v + j] = acc[j] * inv
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def gated_activation(gate, up, gelu, out):
+    """out = act(gate) * up. SiLU as ggml_silu_f32; GELU (tanh form) through
+    ggml's f16 lookup table: gelu of the f16-rounded input, rounded to f16
+    (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16)."""
+    for t in prange(gate.shape[0]):
+        for j in range(gate.shape[1]):
+            x = gate[t, j]
+            if gelu:
+                if x <= -10.0:
+                    a = np.float32(0.0)
+                elif x >= 10.0:
+                    a = x
+                else:
+                    h = f16_round(x)
+                    a = f16_round(np.float32(0.5) * h * (np.float32(1.0) + np.tanh(
+                        np.float32(0.7978845608028654) * h
+                        * (np.float32(1.0) + np.float32(0.044715) * h * h))))
+            else:
+                a = x / (np.float32(1.0) + np.exp(-x))
+            out[t, j] = a * up[t, j]

@@ -1,0 +1,165 @@
+"""The forward pass shared by every architecture (llama2.c's run.c, in Numba calls).
+
+Per layer: norm, Q/K/V projections (+ biases, + per-head norms), RoPE, KV cache,
+attention over all heads, output projection (+ post-norm), residual; norm, gated
+FFN (+ post-norm), residual. What differs between llama, qwen2, qwen3 and gemma3
+is data in ModelConfig and which tensors the file has.
+Weights stay in the memory map; matmuls run on their quantized bytes.
+"""
+import numpy as np
+
+from . import layers
+from .config import ModelConfig
+from .errors import ModelError
+from .kv_cache import KVCache
+from .weights import load_weights
+
+
+class RunState:
+    """Activation buffers for one batch of up to n_batch tokens, allocated once."""
+
+    def __init__(self, cfg: ModelConfig, n_batch: int):
+        q_width, kv_width = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        v_width, att_width = cfg.n_head_kv * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
+
+        def buf(width):
+            return np.zeros((n_batch, width), np.float32)
+        self.x, self.xb, self.proj = buf(cfg.n_embd), buf(cfg.n_embd), buf(cfg.n_embd)
+        self.q, self.k, self.v, self.att = buf(q_width), buf(kv_width), buf(v_width), buf(att_width)
+        self.gate, self.up, self.hidden = buf(cfg.n_ff), buf(cfg.n_ff), buf(cfg.n_ff)
+        self.logits = np.zeros((1, cfg.n_vocab), np.float32)
+
+
+class Transformer:
+    def __init__(self, gguf_file, n_ctx: int, n_batch: int = 512,
+                 cache_type_k: str = "f16", cache_type_v: str = "f16"):
+        for kind, name in (("K", cache_type_k), ("V", cache_type_v)):
+            if name != "f16":
+                raise ModelError(f"cache type {name!r} for {kind} is not supported (f16 is)")
+        self.cfg = cfg = ModelConfig.from_metadata(gguf_file.metadata)
+        cfg.validate()
+        if n_ctx <= 0 or n_batch <= 0:
+            raise ModelError(f"n_ctx ({n_ctx}) and n_batch ({n_batch}) must be positive")
+        self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.weights = load_weights(gguf_file, cfg)
+        self.state = RunState(cfg, n_batch)
+        self.caches = [KVCache.for_layer(n_ctx, n_batch, cfg.n_head_kv * cfg.head_dim,
+                                         cfg.n_head_kv * cfg.head_dim_v,
+                                         cfg.sliding_window if cfg.swa_layers[i] else 0)
+                       for i in range(cfg.n_layer)]
+        self.n_past = 0
+
+    # --- cache management -----------------------------------------------------
+
+    def truncate(self, n: int) -> int:
+        """Keep the first n positions (fewer if a sliding window lost them)."""
+        n = min(n, self.n_past)
+        kept = min(cache.truncate(n) for cache in self.caches)
+        if kept != n:
+            for cache in self.caches:
+                cache.truncate(kept)
+        self.n_past = kept
+        return kept
+
+    def shift(self, n_keep: int, n_discard: int):
+        """Context shift: drop n_discard positions after the first n_keep."""
+        if n_discard <= 0:
+            return
+        for il, cache in enumerate(self.caches):
+            base, scale = self._rope_params(il)
+
+            def rotate(keys, delta, base=base, scale=scale):
+                positions = np.full(keys.shape[0], delta, np.int64)
+                layers.rope(keys, positions, self.cfg.head_dim, self.cfg.n_rot, base, scale,
+                            self.cfg.rope_neox)
+            cache.shift(n_keep, n_discard, rotate)
+        self.n_past -= n_discard
+
+    def _rope_params(self, il):
+        """llama-model.cpp get_rope_freq_base/scale: SWA layers use their own base."""
+        cfg = self.cfg
+        if cfg.swa_layers[il]:
+            return cfg.rope_base_swa, 1.0
+        return cfg.rope_base, cfg.rope_scale
+
+    # --- forward --------------------------------------------------------------
+
+    def forward(self, ids, n_past: int, logits_for: str = "last") -> np.ndarray:
+        """Run ids (int32, at most n_batch) at positions n_past..; returns logits
+        f32 [1, n_vocab] for the last token, or [n, n_vocab] for all of them.
+        The 'last' row is a buffer the next call overwrites."""
+        ids = np.asarray(ids, np.int64)
+        n = ids.shape[0]
+        cfg, st = self.cfg, self.state
+        if not 0 < n <= self.n_batch:
+            raise ModelError(f"forward: {n} tokens, batch holds 1..{self.n_batch}")
+        if n_past != self.n_past:
+            self.truncate(n_past)
+            if self.n_past != n_past:
+                raise ModelError(f"forward at position {n_past}: the cache holds {self.n_past}")
+        if n_past + n > self.n_ctx:
+            raise ModelError(f"{n_past + n} positions do not fit the context of {self.n_ctx}")
+        if ids.min() < 0 or ids.max() >= cfg.n_vocab:
+            raise ModelError(f"token id out of range [0, {cfg.n_vocab})")
+        x = st.x[:n]
+        self.weights.embed(ids, x)
+        if cfg.embd_scale != 1.0:
+            x *= np.float32(cfg.embd_scale)
+        positions = np.arange(n_past, n_past + n, dtype=np.int64)
+        for il in range(cfg.n_layer):
+            self._attention_block(il, x, positions)
+            self._ffn_block(il, x)
+        self.n_past = n_past + n
+        return self._output(x if logits_for == "all" else x[n - 1:])
+
+    def _attention_block(self, il, x, positions):
+        cfg, st, w = self.cfg, self.state, self.weights.layers[il]
+        n = x.shape[0]
+        xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
+        layers.rms_norm(x, w.attn_norm, cfg.norm_eps, xb)
+        w.wq.matmul(xb, q)
+        w.wk.matmul(xb, k)
+        w.wv.matmul(xb, v)
+        if w.q_norm is not None:
+            layers.rms_norm(q, w.q_norm, cfg.norm_eps, q)
+            layers.rms_norm(k, w.k_norm, cfg.norm_eps, k)
+        base, scale = self._rope_params(il)
+        layers.rope(q, positions, cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
+        layers.rope(k, positions, cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
+        if cfg.q_prescale != 1.0:
+            q *= np.float32(cfg.q_prescale)
+        cache = self.caches[il]
+        keys, values = cache.update_and_fetch(k, v, int(positions[0]))
+        layers.attention(q, keys, values, int(positions[0]), cache.n_cells, cache.window,
+                         cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v, np.float32(cfg.kq_scale), att)
+        out = st.proj[:n]
+        w.wo.matmul(att, out)
+        if w.attn_post_norm is not None:
+            layers.rms_norm(out, w.attn_post_norm, cfg.norm_eps, out)
+        x += out
+
+    def _ffn_block(self, il, x):
+        cfg, st, w = self.cfg, self.state, self.weights.layers[il]
+        n = x.shape[0]
+        xb, gate, up, hidden = st.xb[:n], st.gate[:n], st.up[:n], st.hidden[:n]
+        layers.rms_norm(x, w.ffn_norm, cfg.norm_eps, xb)
+        w.ffn_gate.matmul(xb, gate)
+        w.ffn_up.matmul(xb, up)
+        layers.gated_activation(gate, up, cfg.activation == "gelu", hidden)
+        out = st.proj[:n]
+        w.ffn_down.matmul(hidden, out)
+        if w.ffn_post_norm is not None:
+            layers.rms_norm(out, w.ffn_post_norm, cfg.norm_eps, out)
+        x += out
+
+    def _output(self, x):
+        cfg, st = self.cfg, self.state
+        xb = st.xb[:x.shape[0]]
+        layers.rms_norm(x, self.weights.output_norm, cfg.norm_eps, xb)
+        logits = st.logits if x.shape[0] == 1 else np.empty((x.shape[0], cfg.n_vocab), np.float32)
+        self.weights.output.matmul(xb, logits)
+        if cfg.final_softcap:
+            cap = np.float32(cfg.final_softcap)
+            np.multiply(np.tanh(logits / cap), cap, out=logits)
+        return logits
+
