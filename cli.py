@@ -132,3 +132,26 @@ def tokenize(**opts):
 
 
 tokenize_main = _entry(tokenize)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", required=True, help="GGUF file, or a known name (gguf-pull)")
+@click.option("-f", "--file", "text_file", required=True,
+              type=click.File("r", encoding="utf-8"), help="text to score")
+@click.option("-c", "--ctx-size", type=click.IntRange(min=8), default=512, show_default=True,
+              help="tokens per chunk")
+@click.option("--chunks", type=int, default=-1, help="score at most this many chunks")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="threads (default: cores)")
+def perplexity(model, text_file, ctx_size, chunks, batch_size, threads):
+    """Perplexity of a text, as llama-perplexity computes it."""
+    from gguf_runtime.model import Model
+    from gguf_runtime.perplexity import perplexity as run_perplexity
+    text = text_file.read()
+    with Model.load(model, n_ctx=ctx_size, n_threads=threads) as m:
+        from gguf_runtime import threads as thread_config
+        thread_config.apply(m.n_threads)
+        run_perplexity(m, text, n_ctx=ctx_size, n_chunks=chunks, n_batch=batch_size)
+
+
+perplexity_main = _entry(perplexity)

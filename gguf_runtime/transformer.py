@@ -86,8 +86,9 @@ class Transformer:
 
     def forward(self, ids, n_past: int, logits_for: str = "last") -> np.ndarray:
         """Run ids (int32, at most n_batch) at positions n_past..; returns logits
-        f32 [1, n_vocab] for the last token, or [n, n_vocab] for all of them.
-        The 'last' row is a buffer the next call overwrites."""
+        f32 [1, n_vocab] for the last token ('last'), [n, n_vocab] for all of them
+        ('all'), or for tokens k.. (an int k). A single row is a buffer the next
+        call overwrites."""
         ids = np.asarray(ids, np.int64)
         n = ids.shape[0]
         cfg, st = self.cfg, self.state
@@ -110,7 +111,9 @@ class Transformer:
             self._attention_block(il, x, positions)
             self._ffn_block(il, x)
         self.n_past = n_past + n
-        return self._output(x if logits_for == "all" else x[n - 1:])
+        if logits_for == "last":
+            return self._output(x[n - 1:])
+        return self._output(x if logits_for == "all" else x[int(logits_for):])
 
     def _attention_block(self, il, x, positions):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]

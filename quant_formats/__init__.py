@@ -85,7 +85,10 @@ def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None) -
     if n_tokens < PREFILL_MIN_TOKENS:
         fmt.matmul_kernel(w, *act, out)
     else:
-        _matmul_tiled(fmt, get(fmt.VEC_DOT_TYPE).dequantize(*act), w, out)
+        act_fmt = get(fmt.VEC_DOT_TYPE)
+        _matmul_tiled(fmt, act_fmt.dequantize(*act), w, out)
+        if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
+            out += act_fmt.offset_residual(*act) @ fmt.block_offsets(w).T
     return out
 
 

@@ -56,3 +56,8 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def block_offsets(w):
+    """The offset m of every block, f32 [rows, n_blocks] (for the prefill path)."""
+    return w.view(BLOCK_DTYPE)["m"].astype(np.float32)

@@ -1,16 +1,16 @@
 """Q8_1: the activation format of Q4_1 and Q5_1 (ggml-common.h block_q8_1):
 32 int8 quants, an f16 scale d, and s = d * sum(quants) for the offset term.
 
-Quants and d as ggml-cpu's AVX2 quantize_row_q8_1 (arch/x86/quants.c): id =
-127/amax, round half to even, d stored as f16. ggml stores s = f16(d_f32 * sum);
-we keep s = d_f16 * sum in float32, which makes the integer kernel and the float
-(prefill) path agree exactly; it differs from ggml's s by its f16 rounding
-(relative 2^-11 of the offset term).
+As ggml-cpu's AVX2 quantize_row_q8_1 (arch/x86/quants.c): id = 127/amax, round
+half to even, d stored as f16, and s = f16(amax/127 * sum), from the unrounded
+scale. The float (prefill) path uses d * quants only, so its offset term differs
+from the integer kernel's by s's f16 rounding (relative 2^-11).
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit
 
+from .common import to_f16
 from .q8_0 import quantize_rows as _quantize_q8_0_rows
 
 QTYPE = T.Q8_1
@@ -18,13 +18,15 @@ BLOCK_SIZE = 32
 
 
 @njit(cache=True, nogil=True)
-def _block_sums(qs, d, s):
+def _block_sums(x, qs, s):
     for t in range(qs.shape[0]):
-        for b in range(d.shape[1]):
+        for b in range(s.shape[1]):
             total = 0
+            amax = np.float32(0.0)
             for j in range(32):
                 total += np.int32(qs[t, b * 32 + j])
-            s[t, b] = d[t, b] * np.float32(total)
+                amax = max(amax, abs(x[t, b * 32 + j]))
+            s[t, b] = to_f16(amax / np.float32(127.0) * np.float32(total))
 
 
 def quantize(x):
@@ -33,8 +35,16 @@ def quantize(x):
     d = np.empty((n_tokens, n_in // 32), np.float32)
     s = np.empty((n_tokens, n_in // 32), np.float32)
     _quantize_q8_0_rows(x, qs, d)
-    _block_sums(qs, d, s)
+    _block_sums(x, qs, s)
     return qs, d, s
+
+
+def offset_residual(qs, d, s):
+    """s - d * sum(quants) per block: what the integer kernels' offset term adds
+    beyond the float product of the dequantized activations."""
+    n_tokens = qs.shape[0]
+    block_sums = qs.reshape(n_tokens, -1, 32).sum(axis=2, dtype=np.int32)
+    return (s - d * block_sums.astype(np.float32)).astype(np.float32)
 
 
 def dequantize(qs, d, sums):

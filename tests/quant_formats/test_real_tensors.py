@@ -8,6 +8,14 @@ from gguf import GGMLQuantizationType as T
 
 import quant_formats as qf
 
+
+def offset_term(act_fmt, x, qtype, w):
+    """Q8_1 activations: ggml's offset term uses s = f16(d*sum), not d*sum."""
+    if not hasattr(act_fmt, "offset_residual"):
+        return 0.0
+    residual = act_fmt.offset_residual(*act_fmt.quantize(x)).astype(np.float64)
+    return residual @ qf.get(qtype).block_offsets(w).astype(np.float64).T
+
 FIXTURES = np.load(Path(__file__).parents[1] / "data" / "quant_fixtures.npz")
 FIXTURE_TYPES = sorted({T[key.split("/")[0]] for key in FIXTURES.files if "/" in key}, key=int)
 REGISTERED = [t for t in FIXTURE_TYPES if qf.is_supported(t)]
@@ -34,6 +42,7 @@ def test_matmul_on_real_rows(qtype, n_tokens):
     act_fmt = qf.get(qf.get(qtype).VEC_DOT_TYPE)
     x_rounded = act_fmt.dequantize(*act_fmt.quantize(x)).astype(np.float64)
     expected = x_rounded @ w_f32.astype(np.float64).T
+    expected += offset_term(act_fmt, x, qtype, raw)
     scale = np.abs(x_rounded) @ np.abs(w_f32.astype(np.float64)).T
     got = qf.matmul(x, raw, qtype)
     assert np.all(np.abs(got - expected) <= 1e-5 * scale)

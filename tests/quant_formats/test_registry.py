@@ -6,6 +6,14 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 import quant_formats as qf
+
+
+def offset_term(act_fmt, x, qtype, w):
+    """Q8_1 activations: ggml's offset term uses s = f16(d*sum), not d*sum."""
+    if not hasattr(act_fmt, "offset_residual"):
+        return 0.0
+    residual = act_fmt.offset_residual(*act_fmt.quantize(x)).astype(np.float64)
+    return residual @ qf.get(qtype).block_offsets(w).astype(np.float64).T
 from quant_formats.random import random_blocks
 
 ALL_TYPES = sorted(qf.FORMATS, key=int)
@@ -60,6 +68,7 @@ def test_matmul_equals_float_product_of_rounded_activations(qtype, n_tokens):
     x_rounded = act_fmt.dequantize(*act_fmt.quantize(x))
     w_f32 = qf.dequantize(w, qtype).astype(np.float64)
     expected = x_rounded.astype(np.float64) @ w_f32.T
+    expected += offset_term(act_fmt, x, qtype, w)
     scale = np.abs(x_rounded).astype(np.float64) @ np.abs(w_f32).T
     got = qf.matmul(x, w, qtype)
     assert got.dtype == np.float32 and got.shape == (n_tokens, 37)
