@@ -42,10 +42,6 @@ def _stream(model, pieces, started):
 
 
 def run(opts: dict):
-    import importlib.util
-    if importlib.util.find_spec("gguf_runtime.transformer") is None:
-        raise ModelError("text generation is not available in this build yet "
-                         "(the forward pass is in progress); gguf-info works")
     from .model import Model
     from .chat import resolve_template
     started = time.perf_counter()
@@ -91,7 +87,10 @@ def _complete(model, opts, gen):
     if not opts["no_display_prompt"]:
         sys.stdout.write(prompt)
     _stream(model, model.generate(prompt, opts["n_predict"], **gen), time.perf_counter())
-    sys.stdout.write("\n")
+    # as llama-completion prints them (tools/completion/completion.cpp)
+    if model.last_result.stop_reason == "eos":
+        sys.stdout.write(" [end of text]\n")
+    sys.stdout.write("\n\n")
 
 
 def _converse(model, opts, gen):
