@@ -36,14 +36,22 @@ def dequantize_rows(w, out):
 
 @njit(cache=True, nogil=True)
 def vec_dot(w, qs, d, sums):
+    """sum((q - 8) * y) as sum(q * y) - 8 * sum(y), loop shaped as q4_k.vec_dot
+    (int32-truncated sums, high nibble by mask, shifted once per block)."""
     acc = np.float32(0.0)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
-        s = 0
+        s_lo = np.int32(0)
+        s_hi16 = np.int32(0)
+        s_y = np.int32(0)
         for j in range(16):
             q = w[o + 2 + j]
-            s += (np.int32(q & 15) - 8) * np.int32(qs[b * 32 + j])
-            s += (np.int32(q >> 4) - 8) * np.int32(qs[b * 32 + j + 16])
+            y_lo = qs[b * 32 + j]
+            y_hi = qs[b * 32 + j + 16]
+            s_lo = np.int32(s_lo + (q & 0x0F) * y_lo)
+            s_hi16 = np.int32(s_hi16 + (q & 0xF0) * y_hi)
+            s_y = np.int32(s_y + y_lo + y_hi)
+        s = s_lo + (s_hi16 >> 4) - 8 * s_y
         acc += f16_at(w, o) * d[b] * np.float32(s)
     return acc
 

@@ -36,12 +36,14 @@ def dequantize_rows(w, out):
 
 @njit(cache=True, nogil=True)
 def vec_dot(w, qs, d, sums):
+    """int32-truncated sums of int8 products (see kquant_common's notes)."""
+    wi = w.view(np.int8)
     acc = np.float32(0.0)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
-        s = 0
+        s = np.int32(0)
         for j in range(32):
-            s += as_int8(w[o + 2 + j]) * np.int32(qs[b * 32 + j])
+            s = np.int32(s + wi[o + 2 + j] * qs[b * 32 + j])
         acc += f16_at(w, o) * d[b] * np.float32(s)
     return acc
 

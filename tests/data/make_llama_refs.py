@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE.parent))
 import derived_models  # noqa: E402
 
 TEXT = HERE / "english_text.txt"
@@ -24,7 +24,11 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a small village,",
            "def fibonacci(n):", "The three primary colors are", "Water boils at",
            "The best way to learn a new language is", "In 1969, the first person to walk",
            "Here is a list of fruits:", "The train left the station at",
-           "Photosynthesis is the process by which"]
+           "Photosynthesis is the process by which",
+           # confident continuations: llama.cpp's top two logits stay far apart
+           "1, 2, 3, 4, 5,", "Monday, Tuesday, Wednesday,", "January, February, March,",
+           "A, B, C, D, E,", "The quick brown fox jumps over the lazy dog. The quick brown fox",
+           "Twinkle, twinkle, little star,"]
 N_GEN = 32
 
 
@@ -63,8 +67,9 @@ def greedy(oracle, model, ids):
     out = subprocess.run([str(oracle), "greedy", str(model), "512", str(N_GEN)]
                          + [str(i) for i in ids], capture_output=True, text=True, check=True)
     steps = [line.split() for line in out.stdout.strip().splitlines()]
-    return {"tokens": [int(s[0]) for s in steps], "top1": [float(s[1]) for s in steps],
-            "second": [int(s[2]) for s in steps], "top2": [float(s[3]) for s in steps]}
+    return {"tokens": [int(s[0]) for s in steps],
+            "top_ids": [[int(v) for v in s[0::2]] for s in steps],
+            "top_logits": [[float(v) for v in s[1::2]] for s in steps]}
 
 
 def completion(root, model, prompt):
@@ -77,16 +82,21 @@ def completion(root, model, prompt):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
+    parser.add_argument("--greedy-only", action="store_true",
+                        help="keep the perplexities already in llama_refs.json")
     args = parser.parse_args()
+    old = json.loads((HERE / "llama_refs.json").read_text()) if args.greedy_only else None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         oracle = build_oracle(args.root, tmp)
         paths = model_paths(tmp)
         refs = {"text": TEXT.name, "n_gen": N_GEN, "perplexity": {}, "greedy": {}}
-        for name, n_ctx in PERPLEXITY_RUNS:
+        for name, n_ctx in [] if old else PERPLEXITY_RUNS:
             print(f"perplexity {name} -c {n_ctx}", file=sys.stderr)
             refs["perplexity"].setdefault(name, {})[str(n_ctx)] = perplexity(
                 args.root, paths[name], n_ctx)
+        if old:
+            refs["perplexity"] = old["perplexity"]
         for name, path in paths.items():
             print(f"greedy {name}", file=sys.stderr)
             refs["greedy"][name] = []

@@ -5,13 +5,15 @@
  *       token, as generation does); write float32 logits [n_ids, n_vocab].
  *   llama_oracle greedy MODEL N_CTX N_GEN ID...
  *       prompt in one batch, then N_GEN greedy (argmax) tokens, one per line:
- *       "id top1_logit second_id top2_logit" (stops at an end-of-generation token).
+ *       the TOP_K best "id logit" pairs (stops at an end-of-generation token).
  *
  * Built by tests/tools/make_references.py against ~/.cache/llama.cpp-ref. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "llama.h"
+
+#define TOP_K 5
 
 static void quiet(enum ggml_log_level level, const char * text, void * data) {
     (void) level; (void) text; (void) data;
@@ -70,15 +72,20 @@ int main(int argc, char ** argv) {
         int pos = n_ids, last = n_ids - 1;
         for (int step = 0; step < n; step++) {
             const float * lg = llama_get_logits_ith(ctx, last);
-            int best = 0, second = 1;
-            if (lg[1] > lg[0]) { best = 1; second = 0; }
-            for (int v = 2; v < n_vocab; v++) {
-                if (lg[v] > lg[best]) { second = best; best = v; }
-                else if (lg[v] > lg[second]) { second = v; }
+            int top[TOP_K];
+            for (int k = 0; k < TOP_K; k++) {
+                top[k] = -1;
+                for (int v = 0; v < n_vocab; v++) {
+                    int taken = 0;
+                    for (int j = 0; j < k; j++) taken |= top[j] == v;
+                    if (!taken && (top[k] < 0 || lg[v] > lg[top[k]])) top[k] = v;
+                }
+                printf(k ? " %d %.6f" : "%d %.6f", top[k], lg[top[k]]);
             }
-            printf("%d %.6f %d %.6f\n", best, lg[best], second, lg[second]);
+            printf("\n");
+            const int best = top[0];
             if (llama_vocab_is_eog(vocab, best)) break;
-            if (decode(ctx, &batch, &best, 1, pos++)) { fprintf(stderr, "decode failed\n"); return 1; }
+            if (decode(ctx, &batch, (int *) &best, 1, pos++)) { fprintf(stderr, "decode failed\n"); return 1; }
             last = 0;
         }
     }
