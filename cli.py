@@ -64,6 +64,7 @@ def _entry(command):
 @click.option("--chat-template", help="template NAME (chatml, gemma, llama3) or FILE")
 @click.option("--chat-template-kwargs", help="JSON object passed to the template")
 @click.option("--no-display-prompt", is_flag=True, help="don't echo the prompt (completion)")
+@click.option("--ignore-eos", is_flag=True, help="never stop at end-of-generation tokens")
 @click.option("-ctk", "--cache-type-k", type=click.Choice(["f16", "q8_0"]), default="f16")
 @click.option("-ctv", "--cache-type-v", type=click.Choice(["f16", "q8_0"]), default="f16")
 def run(**opts):

@@ -53,7 +53,8 @@ def run(opts: dict):
         gen = dict(stop=tuple(opts["reverse_prompt"]), context_shift=opts["context_shift"],
                    n_keep=opts["keep"], temp=opts["temp"], top_k=opts["top_k"],
                    top_p=opts["top_p"], min_p=opts["min_p"],
-                   repeat_penalty=opts["repeat_penalty"], seed=opts["seed"])
+                   repeat_penalty=opts["repeat_penalty"], seed=opts["seed"],
+                   ignore_eos=opts["ignore_eos"])
         chat_mode = opts["conversation"]
         if chat_mode is None:
             chat_mode = bool(model.chat_template)

@@ -172,7 +172,7 @@ class Model:
         return ids
 
     def generate_from_ids(self, ids, max_tokens=-1, *, stop=(), context_shift=False, n_keep=0,
-                          n_logprobs=0, cancel=None, **sampling):
+                          n_logprobs=0, cancel=None, ignore_eos=False, **sampling):
         ids = [int(i) for i in ids]
         self._check_ids(ids)
         params = SamplingParams(**sampling)
@@ -189,11 +189,13 @@ class Model:
                 return
             n_keep = min(n_keep + int(self.tokenizer.add_bos), len(ids))
             yield from self._sample_loop(ids, params, result, max_tokens, stop, context_shift,
-                                         n_keep, n_logprobs, cancel)
+                                         n_keep, n_logprobs, cancel, ignore_eos)
 
     def _sample_loop(self, ids, params, result, max_tokens, stop, context_shift, n_keep,
-                     n_logprobs, cancel):
+                     n_logprobs, cancel, ignore_eos):
         sampler = Sampler(params, self.n_ctx)
+        # --ignore-eos as llama.cpp: end-of-generation tokens get a -inf logit bias
+        banned = np.array(sorted(self.tokenizer.eog_ids), np.int64) if ignore_eos else None
         for t in ids:
             sampler.accept(t)
         stream = TextStream(stop)
@@ -202,6 +204,8 @@ class Model:
             if cancel is not None and cancel.is_set():
                 result.stop_reason = "cancel"
                 break
+            if banned is not None and banned.size:
+                self.last_logits[banned] = -np.inf
             token = sampler.sample(self.last_logits)
             if n_logprobs:
                 result.logprobs.append((token, top_logprobs(self.last_logits, n_logprobs)))

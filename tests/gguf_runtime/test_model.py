@@ -57,3 +57,61 @@ def test_greedy_equals_llama_cpp_up_to_near_ties(model_paths, llama_refs, name):
             agreed.append(i)
     # at least the prompts free of near-ties run the whole way
     assert sum(a == len(c["tokens"]) for a, c in zip(agreed, llama_refs["greedy"][name])) >= 1
+
+
+@pytest.fixture(scope="module")
+def smollm2(model_paths):
+    with Model.load(model_paths["smollm2-135m"], n_ctx=64) as model:
+        yield model
+
+
+def test_context_full_stops_without_shift(smollm2):
+    text = "".join(smollm2.generate("Once upon a time", 200, temp=0, ignore_eos=True))
+    assert smollm2.last_result.stop_reason == "context"
+    assert len(smollm2.tokens) == smollm2.n_ctx - 1 and text
+
+
+def test_context_shift_runs_past_the_context(smollm2):
+    """llama.cpp's --context-shift: the cache never exceeds n_ctx, BOS + keep stay."""
+    prompt = smollm2.tokenize("Once upon a time, in a small village, there lived")
+    n = 0
+    for _ in smollm2.generate_from_ids(prompt, 150, temp=0, context_shift=True, n_keep=4,
+                                       ignore_eos=True):
+        assert len(smollm2.tokens) < smollm2.n_ctx
+    result = smollm2.last_result
+    assert result.n_generated == 150 and result.stop_reason == "length"
+    assert smollm2.tokens[:4] == prompt[:4]  # --keep 4 (SmolLM2 adds no BOS)
+    assert smollm2.transformer.n_past == len(smollm2.tokens)
+
+
+def test_cancel_stops_and_leaves_the_model_usable(smollm2):
+    cancel = threading.Event()
+    pieces = []
+    for piece in smollm2.generate("The weather today is", 40, temp=0, cancel=cancel):
+        pieces.append(piece)
+        cancel.set()
+    assert smollm2.last_result.stop_reason == "cancel" and len(pieces) == 1
+    again = "".join(smollm2.generate("The weather today is", 8, temp=0))
+    assert again.startswith(pieces[0])
+
+
+def test_two_threads_sharing_a_model_get_what_each_gets_alone(smollm2):
+    prompts = ["The weather today is", "My favourite food is"]
+    alone = ["".join(smollm2.generate(p, 12, temp=0)) for p in prompts]
+    results = [None, None]
+
+    def run(i):
+        results[i] = "".join(smollm2.generate(prompts[i], 12, temp=0))
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == alone
+
+
+def test_logits_checks_ids(smollm2):
+    with pytest.raises(ModelError, match="out of range"):
+        smollm2.logits([1, 10 ** 6])
+    logits = smollm2.logits([1, 2, 3])
+    assert logits.shape == (3, 49152) and np.isfinite(logits).all()
