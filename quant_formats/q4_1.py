@@ -34,15 +34,18 @@ def dequantize_rows(w, out):
 
 @njit(cache=True, nogil=True)
 def vec_dot(w, qs, d, sums):
-    """ggml-cpu/quants.c ggml_vec_dot_q4_1_q8_1: d*d8*sum(q*q8) + m*s8."""
+    """ggml-cpu/quants.c ggml_vec_dot_q4_1_q8_1: d*d8*sum(q*q8) + m*s8. Loop shaped
+    as q4_k.vec_dot: int32-truncated sums, high nibble by mask, shifted once."""
     acc = np.float32(0.0)
     for b in range(d.shape[0]):
         o = b * _TYPE_SIZE
-        s = np.int32(0)
+        s_lo = np.int32(0)
+        s_hi16 = np.int32(0)
         for j in range(16):
-            q = np.int32(w[o + 4 + j])
-            s = np.int32(s + (q & 15) * np.int32(qs[b * 32 + j])
-                         + (q >> 4) * np.int32(qs[b * 32 + j + 16]))
+            q = w[o + 4 + j]
+            s_lo = np.int32(s_lo + (q & 0x0F) * qs[b * 32 + j])
+            s_hi16 = np.int32(s_hi16 + (q & 0xF0) * qs[b * 32 + j + 16])
+        s = s_lo + (s_hi16 >> 4)
         acc += f16_at(w, o) * d[b] * np.float32(s) + f16_at(w, o + 2) * sums[b]
     return acc
 

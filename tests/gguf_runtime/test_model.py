@@ -115,3 +115,20 @@ def test_logits_checks_ids(smollm2):
         smollm2.logits([1, 10 ** 6])
     logits = smollm2.logits([1, 2, 3])
     assert logits.shape == (3, 49152) and np.isfinite(logits).all()
+
+
+def test_two_models_in_two_threads_get_what_each_gets_alone(model_paths):
+    with Model.load(model_paths["smollm2-135m"], n_ctx=64) as a, \
+            Model.load(model_paths["gemma3-270m"], n_ctx=64) as b:
+        models = [a, b]
+        alone = ["".join(m.generate("The weather today is", 10, temp=0)) for m in models]
+        results = [None, None]
+
+        def run(i):
+            results[i] = "".join(models[i].generate("The weather today is", 10, temp=0))
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert results == alone
