@@ -156,3 +156,26 @@ def perplexity(model, text_file, ctx_size, chunks, batch_size, threads):
 
 
 perplexity_main = _entry(perplexity)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", "models", multiple=True, required=True,
+              help="GGUF file or known name; repeat for several")
+@click.option("-p", "--n-prompt", type=click.IntRange(min=0), default=512, show_default=True)
+@click.option("-n", "--n-gen", type=click.IntRange(min=0), default=128, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="threads (default: cores)")
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("-ctk", "--cache-type-k", type=click.Choice(["f16", "q8_0"]), default="f16")
+@click.option("-ctv", "--cache-type-v", type=click.Choice(["f16", "q8_0"]), default="f16")
+@click.option("-o", "--output", type=click.Choice(["md", "json"]), default="md")
+def bench(models, n_prompt, n_gen, threads, repetitions, cache_type_k, cache_type_v, output):
+    """Measure prompt processing (ppN) and generation (tgN) as llama-bench does."""
+    from gguf_runtime import bench as gguf_bench
+    results = []
+    for model in models:
+        results += gguf_bench.bench_model(model, n_prompt, n_gen, threads, repetitions,
+                                          cache_type_k, cache_type_v)
+    click.echo(gguf_bench.markdown(results) if output == "md" else gguf_bench.to_json(results))
+
+
+bench_main = _entry(bench)

@@ -137,24 +137,79 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
             out[t, h * head_dim_v + j] = acc[j] * inv
 
 
+def attention_blas(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
+                   head_dim_v, kq_scale, out):
+    """attention() for batches of FA_TILE_Q or more queries, where ggml takes its
+    tiled all-f32 path: per head, scores and weighted values by BLAS matmuls on
+    the cached keys in position order, masked for causality and the window."""
+    n_tokens = q.shape[0]
+    n_heads = q.shape[1] // head_dim_k
+    group = n_heads // n_kv_heads
+    last = pos0 + n_tokens - 1
+    first = max(0, pos0 - window + 1) if window > 0 else 0
+    key_pos = np.arange(first, last + 1)
+    query_pos = np.arange(pos0, last + 1)
+    delta = query_pos[:, None] - key_pos[None, :]
+    allowed = delta >= 0
+    if window > 0:
+        allowed &= delta < window
+    bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+    cells = key_pos % n_cells
+    for kh in range(n_kv_heads):
+        keys = k_cache[cells, kh * head_dim_k:(kh + 1) * head_dim_k]
+        values = v_cache[cells, kh * head_dim_v:(kh + 1) * head_dim_v]
+        for h in range(kh * group, (kh + 1) * group):
+            scores = q[:, h * head_dim_k:(h + 1) * head_dim_k] @ keys.T
+            scores *= np.float32(kq_scale)
+            scores += bias
+            scores -= scores.max(axis=1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=1, keepdims=True)
+            np.matmul(scores, values, out=out[:, h * head_dim_v:(h + 1) * head_dim_v])
+
+
+def _gelu_table():
+    """ggml_table_gelu_f16 (ggml-cpu.c ggml_cpu_init): for every f16 value h,
+    f16(gelu_tanh(h)) computed in float32, held here as float32."""
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        g = np.float32(0.5) * h * (np.float32(1.0) + np.tanh(
+            np.float32(0.7978845608028654) * h * (np.float32(1.0) + np.float32(0.044715) * h * h)))
+    return g.astype(np.float16).astype(np.float32)
+
+
+GELU_F16 = _gelu_table()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f16_bits(u):
+    """IEEE f16 bit pattern of the float32 whose bits are u, rounded to nearest
+    even (GGML_FP32_TO_FP16); f16-normal magnitudes only (2^-14 <= |x| < 65504)."""
+    a = u & 0x7FFFFFFF
+    a = a + 0xFFF + ((a >> 13) & 1)
+    return ((u >> 16) & 0x8000) | ((a >> 13) - (112 << 10))
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def gated_activation(gate, up, gelu, out):
     """out = act(gate) * up. SiLU as ggml_silu_f32; GELU (tanh form) through
-    ggml's f16 lookup table: gelu of the f16-rounded input, rounded to f16
+    ggml's f16 lookup table: the table entry of the f16-rounded input
     (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16)."""
     for t in prange(gate.shape[0]):
+        row = gate[t]
+        bits = row.view(np.uint32)
         for j in range(gate.shape[1]):
-            x = gate[t, j]
+            x = row[j]
             if gelu:
                 if x <= -10.0:
                     a = np.float32(0.0)
                 elif x >= 10.0:
                     a = x
+                elif abs(x) < np.float32(6.103515625e-05):  # f16 subnormal: bits by value
+                    sub = np.uint32(np.rint(abs(x) * np.float32(16777216.0)))
+                    a = GELU_F16[((bits[j] >> 16) & 0x8000) | sub]
                 else:
-                    h = f16_round(x)
-                    a = f16_round(np.float32(0.5) * h * (np.float32(1.0) + np.tanh(
-                        np.float32(0.7978845608028654) * h
-                        * (np.float32(1.0) + np.float32(0.044715) * h * h))))
+                    a = GELU_F16[f16_bits(bits[j])]
             else:
                 a = x / (np.float32(1.0) + np.exp(-x))
             out[t, j] = a * up[t, j]

@@ -120,9 +120,9 @@ class Transformer:
         n = x.shape[0]
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
         layers.rms_norm(x, w.attn_norm, cfg.norm_eps, xb)
-        w.wq.matmul(xb, q)
-        w.wk.matmul(xb, k)
-        w.wv.matmul(xb, v)
+        shared = w.wq.matmul_shared(xb, q, None)  # Q, K, V read the same input
+        shared = w.wk.matmul_shared(xb, k, shared)
+        w.wv.matmul_shared(xb, v, shared)
         if w.q_norm is not None:
             layers.rms_norm(q, w.q_norm, cfg.norm_eps, q)
             layers.rms_norm(k, w.k_norm, cfg.norm_eps, k)
@@ -133,8 +133,9 @@ class Transformer:
             q *= np.float32(cfg.q_prescale)
         cache = self.caches[il]
         keys, values = cache.update_and_fetch(k, v, int(positions[0]))
-        layers.attention(q, keys, values, int(positions[0]), cache.n_cells, cache.window,
-                         cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v, np.float32(cfg.kq_scale), att)
+        attend = layers.attention if n < layers.FA_TILE_Q else layers.attention_blas
+        attend(q, keys, values, int(positions[0]), cache.n_cells, cache.window,
+               cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v, np.float32(cfg.kq_scale), att)
         out = st.proj[:n]
         w.wo.matmul(att, out)
         if w.attn_post_norm is not None:
@@ -146,8 +147,8 @@ class Transformer:
         n = x.shape[0]
         xb, gate, up, hidden = st.xb[:n], st.gate[:n], st.up[:n], st.hidden[:n]
         layers.rms_norm(x, w.ffn_norm, cfg.norm_eps, xb)
-        w.ffn_gate.matmul(xb, gate)
-        w.ffn_up.matmul(xb, up)
+        shared = w.ffn_gate.matmul_shared(xb, gate, None)
+        w.ffn_up.matmul_shared(xb, up, shared)
         layers.gated_activation(gate, up, cfg.activation == "gelu", hidden)
         out = st.proj[:n]
         w.ffn_down.matmul(hidden, out)

@@ -21,11 +21,24 @@ class Matrix:
         self.data = tensor.data
         self.n_out, self.n_in = tensor.shape
         self.bias = bias
+        self.act_type = quant_formats.get(self.qtype).VEC_DOT_TYPE
 
-    def matmul(self, x, out):
-        quant_formats.matmul(x, self.data, self.qtype, out)
+    def quantize(self, x):
+        """x in this matrix's activation format, to share with others of the same."""
+        return quant_formats.quantize_activations(x, self.qtype)
+
+    def matmul(self, x, out, act=None):
+        quant_formats.matmul(x, self.data, self.qtype, out, act)
         if self.bias is not None:
             out += self.bias
+
+    def matmul_shared(self, x, out, shared):
+        """matmul reusing `shared` = (act_type, act) when the formats agree; returns
+        the pair to pass on."""
+        if shared is None or shared[0] != self.act_type:
+            shared = (self.act_type, self.quantize(x))
+        self.matmul(x, out, shared[1])
+        return shared
 
     def rows(self, ids, out):
         """Dequantize rows `ids` into out (embedding lookup)."""

@@ -72,8 +72,11 @@ def quantize_activations(x: np.ndarray, qtype):
     return get(get(qtype).VEC_DOT_TYPE).quantize(np.ascontiguousarray(x, np.float32))
 
 
-def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None) -> np.ndarray:
-    """x f32 [n_tokens, n_in] @ W.T, W given as its quantized bytes uint8 [n_out, row_bytes]."""
+def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None,
+           act=None) -> np.ndarray:
+    """x f32 [n_tokens, n_in] @ W.T, W given as its quantized bytes uint8 [n_out, row_bytes].
+    act: x already quantized to the format's vec_dot type (shared by matrices that
+    read the same input)."""
     fmt = get(qtype)
     n_tokens, n_in = x.shape
     if row_elements(qtype, w.shape[1]) != n_in:
@@ -81,7 +84,8 @@ def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None) -
                          f"{row_elements(qtype, w.shape[1])}")
     if out is None:
         out = np.empty((n_tokens, w.shape[0]), np.float32)
-    act = quantize_activations(x, qtype)
+    if act is None:
+        act = quantize_activations(x, qtype)
     if n_tokens < PREFILL_MIN_TOKENS:
         fmt.matmul_kernel(w, *act, out)
     else:

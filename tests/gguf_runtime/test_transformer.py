@@ -50,6 +50,16 @@ def test_long_batches_past_the_window_match_reference(tiny):
         assert [c.n_cells for c in tr.caches] == [24] * 5 + [128] + [24]
 
 
+def test_large_batches_take_the_blas_path_and_match_reference(tiny):
+    """Batches of 80 (>= FA_TILE_Q: BLAS attention, f32 Q) over 160 tokens; gemma3's
+    rings hold 8 + 80 rows, so the second batch reads wrapped rows."""
+    arch, weights, f = tiny
+    ids = _ids(160, seed=6)
+    tr = Transformer(f, n_ctx=256, n_batch=80)
+    rows = [tr.forward(ids[i:i + 80], i, logits_for="all").copy() for i in (0, 80)]
+    _close(np.concatenate(rows), reference_logits(arch, weights, ids))
+
+
 def test_prefill_in_one_batch_equals_token_by_token(tiny):
     _, _, f = tiny
     ids = _ids(20, seed=2)

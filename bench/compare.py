@@ -1,0 +1,138 @@
+"""gguf-run next to llama.cpp, one run: tokens/s, time to first token, peak RSS.
+
+For each model: llama-bench and gguf-bench alternately (pp512, tg128, 2 threads),
+then `llama-completion -n 1` and `gguf-run -n 1` for time to first token and peak
+RSS (each in its own process, measured with getrusage), then gguf-run's first-run
+compile time with an empty Numba cache. SmolLM2 is requantized with llama-quantize
+into the types listed (an imatrix from tests/data/english_text.txt for IQ2_XXS).
+Writes bench/results.md.
+
+    python bench/compare.py [--root ~/.cache/llama.cpp-ref] [--types Q4_0,Q4_1] [-r 3]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+TEXT = HERE.parent / "tests" / "data" / "english_text.txt"
+SMOLLM2_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M", "Q6_K", "IQ4_XS", "IQ2_XXS"]
+PROMPT = "Name three primary colors."
+
+
+def run(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True, **kw)
+
+
+def requantize(root, source, qtype, out_dir, imatrix):
+    out = out_dir / f"smollm2-135m-{qtype}.gguf"
+    if not out.exists():
+        cmd = [root / "bin/llama-quantize", "--allow-requantize"]
+        if qtype.startswith("IQ2") or qtype.startswith("IQ1"):
+            cmd += ["--imatrix", imatrix]
+        run(cmd + [source, out, qtype, "2"])
+    return out
+
+
+def make_imatrix(root, source, out_dir):
+    out = out_dir / "smollm2-135m.imatrix.gguf"
+    if not out.exists():
+        run([root / "bin/llama-imatrix", "-m", source, "-f", TEXT, "-o", out, "-c", "512",
+             "--chunks", "20", "-t", "2"])
+    return out
+
+
+def llama_bench(root, model, reps):
+    out = run([root / "bin/llama-bench", "-m", model, "-p", "512", "-n", "128", "-t", "2",
+               "-r", reps, "-o", "json"])
+    return {("pp" if r["n_prompt"] else "tg"): r["avg_ts"] for r in json.loads(out.stdout)}
+
+
+def gguf_bench(model, reps):
+    code = ("import sys, cli; sys.argv = ['gguf-bench'] + sys.argv[1:]; cli.bench_main()")
+    out = run([sys.executable, "-c", code, "-m", model, "-p", "512", "-n", "128", "-t", "2",
+               "-r", reps, "-o", "json"])
+    return {("pp" if r["n_prompt"] else "tg"): r["avg_ts"] for r in json.loads(out.stdout)}
+
+
+_MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], capture_output=True, check=True); "
+            "print(time.perf_counter() - t, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def first_token(cmd):
+    """Wall time and peak RSS (MB) of a one-token run, measured by a fresh parent
+    process (a parent's RUSAGE_CHILDREN peak covers all its children so far)."""
+    out = run([sys.executable, "-c", _MEASURE] + list(cmd)).stdout.split()
+    return float(out[0]), int(out[1]) / 1024
+
+
+def gguf_run_cmd(model):
+    code = "import sys, cli; sys.argv = ['gguf-run'] + sys.argv[1:]; cli.run_main()"
+    return [sys.executable, "-c", code, "-m", model, "-p", PROMPT, "-n", "1", "-no-cnv",
+            "-t", "2", "-c", "4096"]
+
+
+def compile_time(model):
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        start = time.perf_counter()
+        subprocess.run(gguf_run_cmd(model), capture_output=True, check=True, env=env)
+        return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
+    parser.add_argument("--types", default=",".join(SMOLLM2_TYPES))
+    parser.add_argument("-r", "--repetitions", default="3")
+    parser.add_argument("--work", default=Path.home() / ".cache/gguf-run/bench", type=Path)
+    args = parser.parse_args()
+    from gguf_runtime.pull import resolve_model
+    args.work.mkdir(parents=True, exist_ok=True)
+    smollm2, gemma3 = resolve_model("smollm2-135m"), resolve_model("gemma3-270m")
+    imatrix = make_imatrix(args.root, smollm2, args.work)
+    models = [(f"SmolLM2-135M {t}", requantize(args.root, smollm2, t, args.work, imatrix))
+              for t in args.types.split(",") if t]
+    models.append(("gemma3-270m Q4_K_M", gemma3))
+    rows = []
+    for label, path in models:
+        print(f"{label} ...", file=sys.stderr, flush=True)
+        ours = gguf_bench(path, args.repetitions)
+        theirs = llama_bench(args.root, path, args.repetitions)
+        ttft_l, rss_l = first_token([args.root / "bin/llama-completion", "-m", path, "-p",
+                                     PROMPT, "-n", "1", "-no-cnv", "-t", "2", "-c", "4096"])
+        ttft_g, rss_g = first_token(gguf_run_cmd(path))
+        rows.append((label, path.stat().st_size, theirs, ours, ttft_l, ttft_g, rss_l, rss_g,
+                     compile_time(path)))
+    write(rows, args)
+
+
+def write(rows, args):
+    lines = ["# gguf-run vs llama.cpp", "",
+             f"`python bench/compare.py` on {os.cpu_count()} cores, 2 threads, "
+             f"{args.repetitions} repetitions, {time.strftime('%Y-%m-%d')}. t/s from "
+             "llama-bench and gguf-bench (pp512, tg128) run alternately; time to first token "
+             "and peak RSS from one-token runs (`-n 1`, `-c 4096`, own process each); "
+             "compile: gguf-run's first run with an empty Numba cache.", "",
+             "| model | file MB | pp512 llama.cpp | pp512 gguf-run | ratio | tg128 llama.cpp "
+             "| tg128 gguf-run | ratio | first token s (llama / ours) | peak RSS MB "
+             "(llama / ours) | first-run compile s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, size, theirs, ours, ttft_l, ttft_g, rss_l, rss_g, comp in rows:
+        lines.append(f"| {label} | {size / 1e6:.0f} | {theirs['pp']:.1f} | {ours['pp']:.1f} | "
+                     f"{ours['pp'] / theirs['pp']:.2f} | {theirs['tg']:.1f} | {ours['tg']:.1f} | "
+                     f"{ours['tg'] / theirs['tg']:.2f} | {ttft_l:.2f} / {ttft_g:.2f} | "
+                     f"{rss_l:.0f} / {rss_g:.0f} | {comp:.1f} |")
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Layer kernels against numpy formulations of ggml's rules."""
+import numpy as np
+
+from gguf_runtime import layers
+
+
+def _ggml_geglu(x, g):
+    """ggml-cpu/vec.h ggml_vec_geglu_f32 with GGML_GELU_FP16: table of
+    f16(gelu_f32(h)) indexed by f16(x); 0 below -10, identity above 10."""
+    h = x.astype(np.float16).astype(np.float32)
+    gelu = (np.float32(0.5) * h * (np.float32(1) + np.tanh(np.float32(0.7978845608028654) * h * (
+        np.float32(1) + np.float32(0.044715) * h * h)))).astype(np.float16).astype(np.float32)
+    return np.where(x <= -10, np.float32(0), np.where(x >= 10, x, gelu)) * g
+
+
+def test_gelu_is_ggml_table_lookup_exactly():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(100_000) * np.exp(rng.uniform(-20, 3, 100_000))).astype(np.float32)
+    x = np.concatenate([x, np.float32([0, -0.0, 9.999, -9.999, 10, -10, 11, -11, 6.1e-5, -6e-5])])
+    g = rng.standard_normal(x.size).astype(np.float32)
+    out = np.empty((1, x.size), np.float32)
+    layers.gated_activation(x[None].copy(), g[None].copy(), True, out)
+    np.testing.assert_array_equal(out[0], _ggml_geglu(x, g))
+
+
+def test_silu():
+    x = np.linspace(-30, 30, 1001, dtype=np.float32)[None]
+    out = np.empty_like(x)
+    layers.gated_activation(x, np.ones_like(x), False, out)
+    np.testing.assert_allclose(out, x / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-30)
+
+
+def test_f16_round_matches_numpy():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(50_000) * np.exp(rng.uniform(-20, 10, 50_000))).astype(np.float32)
+    x = x[np.abs(x) < 65504]
+    cache = np.zeros((x.size, 1), np.float32)
+    layers.store_f16(x[:, None], cache, np.arange(x.size), x.size)
+    np.testing.assert_array_equal(cache[:, 0], x.astype(np.float16).astype(np.float32))
+
+
+def test_blas_attention_equals_kernel_in_f32():
+    """The two attention paths agree (the kernel's f16 rounding aside) on a ring
+    that wrapped, with a window."""
+    rng = np.random.default_rng(2)
+    n_cells, window, pos0, n = 40, 12, 70, 64
+    k = rng.standard_normal((n_cells, 2 * 16)).astype(np.float32)
+    v = rng.standard_normal((n_cells, 2 * 16)).astype(np.float32)
+    q = rng.standard_normal((n, 4 * 16)).astype(np.float32)
+    a = np.zeros((n, 64), np.float32)
+    b = np.zeros((n, 64), np.float32)
+    layers.attention(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), a)
+    layers.attention_blas(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), b)
+    np.testing.assert_allclose(a, b, atol=1e-5)
