@@ -12,14 +12,53 @@ from .errors import ModelError
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
+def _list_of(md, key, kind, n, required=False):
+    value = md.get(key)
+    if value is None:
+        if required:
+            raise ModelError(f"metadata '{key}' is missing")
+        return
+    if not isinstance(value, (list, np.ndarray)) or (n is not None and len(value) != n):
+        raise ModelError(f"metadata '{key}' must be an array"
+                         + (f" of {n} entries" if n is not None else ""))
+    if isinstance(value, np.ndarray):
+        ok = np.issubdtype(value.dtype, np.number) and kind is not str
+    else:
+        ok = all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ModelError(f"metadata '{key}' has entries of the wrong type")
+
+
+def _check_vocab(md):
+    """Everything the tokenizers read, checked before they read it."""
+    model = md.get("tokenizer.ggml.model")
+    if not isinstance(model, str):
+        raise ModelError("metadata 'tokenizer.ggml.model' is missing or not a string")
+    _list_of(md, "tokenizer.ggml.tokens", str, None, required=True)
+    n = len(md["tokenizer.ggml.tokens"])
+    if n == 0:
+        raise ModelError("the vocabulary is empty")
+    _list_of(md, "tokenizer.ggml.token_type", int, n)
+    _list_of(md, "tokenizer.ggml.scores", (int, float), n, required=model == "llama")
+    _list_of(md, "tokenizer.ggml.merges", str, None)
+    if not isinstance(md.get("tokenizer.ggml.pre", ""), str):
+        raise ModelError("metadata 'tokenizer.ggml.pre' is not a string")
+    for key in ("bos", "eos", "eot", "eom", "unknown", "padding"):
+        value = md.get(f"tokenizer.ggml.{key}_token_id", -1)
+        if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                or not (-1 <= value < n or value == 2**32 - 1)):
+            raise ModelError(f"metadata 'tokenizer.ggml.{key}_token_id' is {value!r}, "
+                             f"not a token id below {n}")
+
+
 class Tokenizer:
     def __init__(self, md, algorithm):
         self.tokens = md["tokenizer.ggml.tokens"]
         self.n_vocab = len(self.tokens)
         self.types = np.asarray(md.get("tokenizer.ggml.token_type",
                                        np.full(self.n_vocab, NORMAL)), np.int32)
-        self.bos_id = int(md.get("tokenizer.ggml.bos_token_id", -1))
-        self.eos_id = int(md.get("tokenizer.ggml.eos_token_id", -1))
+        self.bos_id = self._id(md, "tokenizer.ggml.bos_token_id")
+        self.eos_id = self._id(md, "tokenizer.ggml.eos_token_id")
         self.add_bos = bool(md.get("tokenizer.ggml.add_bos_token", False))
         self.add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
         self.algorithm = algorithm
@@ -31,6 +70,7 @@ class Tokenizer:
 
     @classmethod
     def from_metadata(cls, md):
+        _check_vocab(md)
         model = md.get("tokenizer.ggml.model")
         if model == "gpt2":
             from .tokenizer_bpe import BPE
@@ -42,12 +82,17 @@ class Tokenizer:
                                bool(md.get("tokenizer.ggml.add_space_prefix", True))))
         raise ModelError(f"tokenizer model '{model}' is not supported yet")
 
+    def _id(self, md, key):
+        """A special token's id, -1 when unset (or LLAMA_TOKEN_NULL, 2^32 - 1)."""
+        value = int(md.get(key, -1))
+        return value if 0 <= value < self.n_vocab else -1
+
     def _eog_ids(self, md):
         """llama-vocab.cpp: EOS, EOT, EOM and control tokens such as <|im_end|>."""
         ids = {self.eos_id} if self.eos_id >= 0 else set()
         for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
-            if key in md:
-                ids.add(int(md[key]))
+            if self._id(md, key) >= 0:
+                ids.add(self._id(md, key))
         for i, t in enumerate(self.tokens):
             if self.types[i] == CONTROL and t in ("<|eot_id|>", "<|im_end|>", "<|end|>",
                                                   "<end_of_turn>", "<|endoftext|>", "<EOT>"):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-# test helpers (tiny_models, derived_models) live beside this file
-sys.path.append(str(Path(__file__).parent))
+# test helpers (tiny_models, derived_models, fuzz_harness) live in tests/helpers
+sys.path.append(str(Path(__file__).parent / "helpers"))
 
 from gguf_runtime.pull import resolve_model
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-sys.path.append(str(HERE.parent))
+sys.path.append(str(HERE.parent / "helpers"))
 import derived_models  # noqa: E402
 
 TEXT = HERE / "english_text.txt"

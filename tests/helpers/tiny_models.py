@@ -56,10 +56,31 @@ def random_weights(arch, seed=0):
     return w
 
 
-def write_gguf(arch, path, weights=None):
+def _add_vocab(writer):
+    """A byte-level BPE vocabulary of N_VOCAB tokens (token 0 a control token)."""
+    from gguf import GGUFValueType as V
+    tokens = ["<|endoftext|>"] + [chr(0x21 + i) for i in range(N_VOCAB - 1)]
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_string("tokenizer.ggml.pre", "smollm")
+    writer.add_array("tokenizer.ggml.tokens", tokens)
+    writer.add_key_value("tokenizer.ggml.token_type", [3] + [1] * (N_VOCAB - 1), V.ARRAY,
+                         sub_type=V.INT32)
+    writer.add_array("tokenizer.ggml.merges", [f"{tokens[1]} {tokens[2]}"])
+    writer.add_uint32("tokenizer.ggml.bos_token_id", 0)
+    writer.add_uint32("tokenizer.ggml.eos_token_id", 0)
+
+
+def write_gguf(arch, path, weights=None, vocab=False, qtype=T.F32, extra=None):
+    """The tiny model as a GGUF file; with vocab, loadable by Model.load; qtype
+    for the 2-D weights (quantized with gguf-py)."""
+    import gguf
     c = TINY[arch]
     weights = weights or random_weights(arch)
     writer = GGUFWriter(str(path), arch)
+    if vocab:
+        _add_vocab(writer)
+    for key, value in (extra or {}).items():
+        writer.add_string(key, value)
     writer.add_uint32(f"{arch}.block_count", c["n_layer"])
     writer.add_uint32(f"{arch}.context_length", 256)
     writer.add_uint32(f"{arch}.embedding_length", c["n_embd"])
@@ -74,7 +95,10 @@ def write_gguf(arch, path, weights=None):
     if "window" in c:
         writer.add_uint32(f"{arch}.attention.sliding_window", c["window"])
     for name, value in weights.items():
-        writer.add_tensor(name, value, raw_dtype=T.F32)
+        if value.ndim == 2 and qtype != T.F32:
+            writer.add_tensor(name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(name, value, raw_dtype=T.F32)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
