@@ -41,7 +41,23 @@ def _stream(model, pieces, started):
     return "".join(text)
 
 
+def _compile_notice():
+    """One line on stderr when no compiled kernels are cached yet (first run)."""
+    import os
+    from pathlib import Path
+    import quant_formats
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        places = [Path(os.environ["NUMBA_CACHE_DIR"])]
+    else:  # beside the modules, or numba's user-wide fallback for read-only installs
+        places = [Path(quant_formats.__file__).parent / "__pycache__",
+                  Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    if not any(next(p.rglob("*.nbi"), None) for p in places if p.is_dir()):
+        click.echo("first run: compiling the kernels this model needs (once, up to a minute)",
+                   err=True)
+
+
 def run(opts: dict):
+    _compile_notice()
     from .model import Model
     from .chat import resolve_template
     started = time.perf_counter()

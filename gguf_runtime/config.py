@@ -85,8 +85,9 @@ class ModelConfig:
         if arch == "gemma3" and n_layer == 62:  # gemma3.cpp: 27B scales by n_embd / n_head
             attn_scale = 1.0 / math.sqrt(n_embd // n_head)
         q_prescale = rules.get("q_prescale", False)
+        # llama-vocab.cpp: the vocabulary's size is its token count; token_embd must match
         tokens = metadata.get("tokenizer.ggml.tokens")
-        n_vocab = key("vocab_size", len(tokens) if tokens is not None else None)
+        n_vocab = len(tokens) if isinstance(tokens, list) else key("vocab_size")
         return cls(
             arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=key("feed_forward_length"),
             n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
