@@ -57,3 +57,28 @@ def test_regression_corpus():
     assert cases
     for case in cases:
         load_and_run(case)
+
+
+@pytest.fixture(scope="module")
+def real_header(smollm2_path):
+    """SmolLM2's header region (metadata with its 49,152-token vocabulary and the
+    tensor table), and the file's size."""
+    from gguf_runtime import GGUFFile
+    with GGUFFile(smollm2_path) as f:
+        data_start = min(t.offset for t in f.tensors)
+    with open(smollm2_path, "rb") as f:
+        return f.read(data_start), smollm2_path.stat().st_size
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2**22), st.integers(0, 255)), min_size=1, max_size=4))
+def test_real_header_flips(tmp_path, real_header, flips):
+    """The real model's header mutated; its tensor data left as zeros in a sparse
+    file of the original size (cheap to write, same offsets)."""
+    header, size = real_header
+    path = tmp_path / "case.gguf"
+    with open(path, "wb") as f:
+        f.write(flip_bytes(header, flips))
+        f.truncate(size)
+    load_and_run(path)
