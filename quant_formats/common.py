@@ -45,3 +45,24 @@ def u32_at(buf, offset):
     """The little-endian uint32 at buf[offset], as int64."""
     return (np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8)
             | (np.int64(buf[offset + 2]) << 16) | (np.int64(buf[offset + 3]) << 24))
+
+
+# Row-flat matmuls (Q4_0, Q4_1, Q8_0): LLVM leaves a 16- or 32-byte per-block dot
+# loop scalar (inspect_asm shows no wide registers), but vectorizes one flat pass
+# over a whole row's bytes. So the activations are first laid out like the row's
+# bytes (zero under each block's scales); one flat pass makes int16 products, and
+# a short loop sums each block's. Measured 1.4-1.5x over the per-block loop on
+# Q4_1 (8192 x 4096, best of 15 alternating runs, 1 and 2 threads).
+ROWS_PER_TASK = 16
+
+
+@njit(cache=True, nogil=True)
+def spread_activations(qs, row_bytes, block_bytes, first, src, width):
+    """int8 [n_tokens, row_bytes]: for each block b, qs[t, 32b+src : 32b+src+width]
+    placed at bytes b*block_bytes+first.., zero elsewhere."""
+    out = np.zeros((qs.shape[0], row_bytes), np.int8)
+    for t in range(qs.shape[0]):
+        for b in range(row_bytes // block_bytes):
+            o = b * block_bytes + first
+            out[t, o:o + width] = qs[t, 32 * b + src:32 * b + src + width]
+    return out

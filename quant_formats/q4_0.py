@@ -6,7 +6,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import f16_at
+from .common import ROWS_PER_TASK, f16_at, spread_activations
 
 QTYPE = T.Q4_0
 BLOCK_SIZE = 32
@@ -58,6 +58,27 @@ def vec_dot(w, qs, d, sums):
 
 @njit(cache=True, nogil=True, parallel=True)
 def matmul_kernel(w, qs, d, sums, out):
-    for r in prange(w.shape[0]):
-        for t in range(qs.shape[0]):
-            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+    """vec_dot's sums, row-flat (see common.ROWS_PER_TASK); the -8 offset as
+    8 * sum(y) per block."""
+    row_bytes = w.shape[1]
+    x_lo = spread_activations(qs, row_bytes, _TYPE_SIZE, 2, 0, 16)
+    x_hi = spread_activations(qs, row_bytes, _TYPE_SIZE, 2, 16, 16)
+    n_blocks = row_bytes // _TYPE_SIZE
+    y_sums = qs.reshape(qs.shape[0], n_blocks, 32).astype(np.int32).sum(axis=2)
+    for task in prange((w.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        prod = np.empty(row_bytes, np.int16)
+        for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, w.shape[0])):
+            row = w[r]
+            for t in range(qs.shape[0]):
+                xl, xh = x_lo[t], x_hi[t]
+                for j in range(row_bytes):
+                    q = row[j]
+                    prod[j] = np.int16((q & 0x0F) * xl[j]) + (np.int16((q & 0xF0) * xh[j]) >> 4)
+                acc = np.float32(0.0)
+                for b in range(n_blocks):
+                    o = b * _TYPE_SIZE
+                    s = np.int32(0)
+                    for k in range(16):
+                        s = np.int32(s + prod[o + 2 + k])
+                    acc += f16_at(row, o) * d[t, b] * np.float32(s - 8 * y_sums[t, b])
+                out[t, r] = acc

@@ -4,7 +4,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import f16_at
+from .common import ROWS_PER_TASK, f16_at, spread_activations
 
 QTYPE = T.Q4_1
 BLOCK_SIZE = 32
@@ -52,9 +52,28 @@ def vec_dot(w, qs, d, sums):
 
 @njit(cache=True, nogil=True, parallel=True)
 def matmul_kernel(w, qs, d, sums, out):
-    for r in prange(w.shape[0]):
-        for t in range(qs.shape[0]):
-            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+    """vec_dot's sums, row-flat (see common.ROWS_PER_TASK): int16 products of both
+    nibbles (the high one masked, shifted after: exact) in one pass per row."""
+    row_bytes = w.shape[1]
+    x_lo = spread_activations(qs, row_bytes, _TYPE_SIZE, 4, 0, 16)
+    x_hi = spread_activations(qs, row_bytes, _TYPE_SIZE, 4, 16, 16)
+    for task in prange((w.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        prod = np.empty(row_bytes, np.int16)
+        for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, w.shape[0])):
+            row = w[r]
+            for t in range(qs.shape[0]):
+                xl, xh = x_lo[t], x_hi[t]
+                for j in range(row_bytes):
+                    q = row[j]
+                    prod[j] = np.int16((q & 0x0F) * xl[j]) + (np.int16((q & 0xF0) * xh[j]) >> 4)
+                acc = np.float32(0.0)
+                for b in range(row_bytes // _TYPE_SIZE):
+                    o = b * _TYPE_SIZE
+                    s = np.int32(0)
+                    for k in range(16):
+                        s = np.int32(s + prod[o + 4 + k])
+                    acc += f16_at(row, o) * d[t, b] * np.float32(s) + f16_at(row, o + 2) * sums[t, b]
+                out[t, r] = acc
 
 
 def block_offsets(w):

@@ -10,7 +10,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import as_int8, f16_at, to_f16
+from .common import ROWS_PER_TASK, as_int8, f16_at, spread_activations, to_f16
 
 QTYPE = T.Q8_0
 BLOCK_SIZE = 32
@@ -50,9 +50,26 @@ def vec_dot(w, qs, d, sums):
 
 @njit(cache=True, nogil=True, parallel=True)
 def matmul_kernel(w, qs, d, sums, out):
-    for r in prange(w.shape[0]):
-        for t in range(qs.shape[0]):
-            out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+    """vec_dot's sums, row-flat (see common.ROWS_PER_TASK)."""
+    row_bytes = w.shape[1]
+    x_all = spread_activations(qs, row_bytes, _TYPE_SIZE, 2, 0, 32)
+    for task in prange((w.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        prod = np.empty(row_bytes, np.int16)
+        for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, w.shape[0])):
+            row = w[r]
+            wi = row.view(np.int8)
+            for t in range(qs.shape[0]):
+                x = x_all[t]
+                for j in range(row_bytes):
+                    prod[j] = np.int16(wi[j]) * np.int16(x[j])
+                acc = np.float32(0.0)
+                for b in range(row_bytes // _TYPE_SIZE):
+                    o = b * _TYPE_SIZE
+                    s = np.int32(0)
+                    for k in range(32):
+                        s = np.int32(s + prod[o + 2 + k])
+                    acc += f16_at(row, o) * d[t, b] * np.float32(s)
+                out[t, r] = acc
 
 
 # --- activation side -------------------------------------------------------
