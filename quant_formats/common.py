@@ -66,3 +66,13 @@ def spread_activations(qs, row_bytes, block_bytes, first, src, width):
             o = b * block_bytes + first
             out[t, o:o + width] = qs[t, 32 * b + src:32 * b + src + width]
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nibble_products(row, x_lo, x_hi, prod):
+    """prod[j] = low nibble * x_lo[j] + high nibble * x_hi[j] over the whole row
+    (Q4_0, Q4_1); the high nibble masked in place, its product shifted: exact."""
+    for j in range(row.shape[0]):
+        q = row[j]
+        prod[j] = np.int16((q & 0x0F) * x_lo[j]) + (np.int16((q & 0xF0) * x_hi[j]) >> 4)
+

@@ -4,7 +4,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .common import ROWS_PER_TASK, f16_at, spread_activations
+from .common import (ROWS_PER_TASK, f16_at, nibble_products,
+                     spread_activations)
 
 QTYPE = T.Q4_1
 BLOCK_SIZE = 32
@@ -62,10 +63,7 @@ def matmul_kernel(w, qs, d, sums, out):
         for r in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, w.shape[0])):
             row = w[r]
             for t in range(qs.shape[0]):
-                xl, xh = x_lo[t], x_hi[t]
-                for j in range(row_bytes):
-                    q = row[j]
-                    prod[j] = np.int16((q & 0x0F) * xl[j]) + (np.int16((q & 0xF0) * xh[j]) >> 4)
+                nibble_products(row, x_lo[t], x_hi[t], prod)
                 acc = np.float32(0.0)
                 for b in range(row_bytes // _TYPE_SIZE):
                     o = b * _TYPE_SIZE
