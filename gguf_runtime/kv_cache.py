@@ -29,9 +29,8 @@ class KVCache:
     def update_and_fetch(self, k, v, pos0: int):
         """Store rows k, v for positions pos0..pos0+n-1; return the caches the
         attention kernel reads (row of position p: p % n_cells)."""
-        positions = np.arange(pos0, pos0 + k.shape[0], dtype=np.int64)
-        layers.store_f16(k, self.keys, positions, self.n_cells)
-        layers.store_f16(v, self.values, positions, self.n_cells)
+        layers.store_f16(k, self.keys, pos0, self.n_cells)
+        layers.store_f16(v, self.values, pos0, self.n_cells)
         self.length = pos0 + k.shape[0]
         return self.keys, self.values
 
@@ -53,11 +52,9 @@ class KVCache:
         """Drop positions n_keep..n_keep+n_discard-1 and move the later ones down
         by n_discard; rotate(keys, delta) re-applies RoPE for the new positions."""
         start = max(n_keep + n_discard, self.oldest_kept())
-        old = np.arange(start, self.length)
-        new = old - n_discard
-        keys = self.keys[old % self.n_cells]
-        values = self.values[old % self.n_cells]
+        rows = np.arange(start, self.length) % self.n_cells
+        keys, values = self.keys[rows], self.values[rows]
         rotate(keys, -n_discard)
-        layers.store_f16(keys, self.keys, new, self.n_cells)
-        layers.store_f16(values, self.values, new, self.n_cells)
+        layers.store_f16(keys, self.keys, start - n_discard, self.n_cells)
+        layers.store_f16(values, self.values, start - n_discard, self.n_cells)
         self.length -= n_discard

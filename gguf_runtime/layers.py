@@ -78,10 +78,11 @@ def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
 
 
 @njit(cache=True, nogil=True)
-def store_f16(src, cache, positions, n_cells):
-    """Write rows of src into cache rows positions % n_cells, rounded to f16."""
+def store_f16(src, cache, pos0, n_cells):
+    """Write row t of src, position pos0 + t, into cache row (pos0 + t) % n_cells,
+    rounded to f16."""
     for t in range(src.shape[0]):
-        c = positions[t] % n_cells
+        c = (pos0 + t) % n_cells
         for j in range(src.shape[1]):
             cache[c, j] = f16_round(src[t, j])
 

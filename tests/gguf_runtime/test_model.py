@@ -59,6 +59,20 @@ def test_greedy_equals_llama_cpp_up_to_near_ties(model_paths, llama_refs, name):
     assert sum(a == len(c["tokens"]) for a, c in zip(agreed, llama_refs["greedy"][name])) >= 1
 
 
+def run_in_threads(jobs):
+    """Each job in its own thread, all at once; their results in order."""
+    results = [None] * len(jobs)
+
+    def run(i):
+        results[i] = jobs[i]()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
 @pytest.fixture(scope="module")
 def smollm2(model_paths):
     with Model.load(model_paths["smollm2-135m"], n_ctx=64) as model:
@@ -97,17 +111,9 @@ def test_cancel_stops_and_leaves_the_model_usable(smollm2):
 
 def test_two_threads_sharing_a_model_get_what_each_gets_alone(smollm2):
     prompts = ["The weather today is", "My favourite food is"]
-    alone = ["".join(smollm2.generate(p, 12, temp=0)) for p in prompts]
-    results = [None, None]
-
-    def run(i):
-        results[i] = "".join(smollm2.generate(prompts[i], 12, temp=0))
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert results == alone
+    jobs = [lambda p=p: "".join(smollm2.generate(p, 12, temp=0)) for p in prompts]
+    alone = [job() for job in jobs]
+    assert run_in_threads(jobs) == alone
 
 
 def test_logits_checks_ids(smollm2):
@@ -120,18 +126,10 @@ def test_logits_checks_ids(smollm2):
 def test_two_models_in_two_threads_get_what_each_gets_alone(model_paths):
     with Model.load(model_paths["smollm2-135m"], n_ctx=64) as a, \
             Model.load(model_paths["gemma3-270m"], n_ctx=64) as b:
-        models = [a, b]
-        alone = ["".join(m.generate("The weather today is", 10, temp=0)) for m in models]
-        results = [None, None]
-
-        def run(i):
-            results[i] = "".join(models[i].generate("The weather today is", 10, temp=0))
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert results == alone
+        jobs = [lambda m=m: "".join(m.generate("The weather today is", 10, temp=0))
+                for m in (a, b)]
+        alone = [job() for job in jobs]
+        assert run_in_threads(jobs) == alone
 
 
 def test_typed_control_strings_stay_text(smollm2):
