@@ -10,6 +10,8 @@ Every weight-format module has the same small interface:
     dequantize_rows(w, out)           Numba: uint8 [rows, row_bytes] -> f32 [rows, n]
     vec_dot(w_row, qs, d, sums)       Numba: one weight row . one quantized activation row
     matmul_kernel(w, qs, d, sums, out)  Numba, parallel over weight rows: out[t, r]
+    quantize_blocks(x, imatrix)       f32 [rows, n], f32 [n] or None -> uint8 [rows, row_bytes],
+                                      byte-identical to ggml_quantize_chunk (llama-quantize)
 
 Activation formats (modules in ACTIVATIONS) quantize float rows to (qs, d, sums)
 arrays; see quant_formats/q8_0.py for the shape of that tuple.
@@ -65,6 +67,24 @@ def dequantize(data: np.ndarray, qtype) -> np.ndarray:
     if rows.size:
         get(qtype).dequantize_rows(rows, out)
     return out.reshape(*lead, out.shape[-1])
+
+
+def quantize(x: np.ndarray, qtype, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """f32 [rows, n] -> uint8 [rows, row_bytes]: the bytes llama-quantize writes for these
+    rows (ggml_quantize_chunk), weighting errors by imatrix (f32 [n]) when given."""
+    fmt = get(qtype)
+    x = np.ascontiguousarray(x, np.float32)
+    if x.ndim != 2 or x.shape[1] % fmt.BLOCK_SIZE:
+        raise ValueError(f"quantize {T(qtype).name}: rows of {x.shape[-1]} values are not "
+                         f"a multiple of the block size {fmt.BLOCK_SIZE}")
+    if imatrix is not None:
+        imatrix = np.ascontiguousarray(imatrix, np.float32)
+        if imatrix.shape != (x.shape[1],):
+            raise ValueError(f"quantize: importance matrix has {imatrix.size} values, "
+                             f"rows have {x.shape[1]}")
+    if not hasattr(fmt, "quantize_blocks"):
+        raise NotImplementedError(f"no quantizer for GGML type {T(qtype).name}")
+    return fmt.quantize_blocks(x, imatrix)
 
 
 def quantize_activations(x: np.ndarray, qtype):
