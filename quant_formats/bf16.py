@@ -5,6 +5,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from .quantize_common import bf16_bits
+
 QTYPE = T.BF16
 BLOCK_SIZE = 1
 BLOCK_DTYPE = np.dtype("<u2")
@@ -60,3 +62,19 @@ def quantize(x):
 
 def dequantize(qs, d, sums):
     return qs
+
+
+# --- weight quantizer ------------------------------------------------------
+
+@njit(cache=True, nogil=True, parallel=True)
+def _to_bf16_bits(x, out):
+    """ggml.c ggml_fp32_to_bf16_row_ref: ggml_compute_fp32_to_bf16 per value."""
+    for r in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[r, j] = bf16_bits(x[r, j])
+
+
+def quantize_blocks(x, imatrix):
+    out = np.empty(x.shape, np.uint16)
+    _to_bf16_bits(x, out)
+    return out.view(np.uint8)

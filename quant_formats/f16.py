@@ -5,6 +5,7 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import F16_TO_F32, to_f16
+from .quantize_common import fp16_bits
 
 QTYPE = T.F16
 BLOCK_SIZE = 1
@@ -57,3 +58,19 @@ def quantize(x):
 
 def dequantize(qs, d, sums):
     return qs
+
+
+# --- weight quantizer ------------------------------------------------------
+
+@njit(cache=True, nogil=True, parallel=True)
+def _to_f16_bits(x, out):
+    """ggml.c ggml_fp32_to_fp16_row: GGML_FP32_TO_FP16 per value (NaN -> 0x7E00)."""
+    for r in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[r, j] = fp16_bits(x[r, j])
+
+
+def quantize_blocks(x, imatrix):
+    out = np.empty(x.shape, np.uint16)
+    _to_f16_bits(x, out)
+    return out.view(np.uint8)

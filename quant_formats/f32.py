@@ -44,3 +44,8 @@ def quantize(x):
 
 def dequantize(qs, d, sums):
     return qs
+
+
+def quantize_blocks(x, imatrix):
+    """ggml_quantize_chunk copies F32 rows as they are."""
+    return np.ascontiguousarray(x, np.float32).view(np.uint8).copy()

@@ -8,6 +8,8 @@ from numba import njit, prange
 
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
+from .quantize_common import (c_int, low_byte_signed, make_qx_quants, row_sigma2,
+                              sigma2_weights, store_f16, store_nibbles)
 
 QTYPE = T.Q4_0
 BLOCK_SIZE = 32
@@ -80,3 +82,56 @@ def matmul_kernel(w, qs, d, sums, out):
                         s = np.int32(s + prod[o + 2 + k])
                     acc += f16_at(row, o) * d[t, b] * np.float32(s - 8 * y_sums[t, b])
                 out[t, r] = acc
+
+
+# --- weight quantizer ------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _quantize_row_ref(x, dst):
+    """ggml-quants.c quantize_row_q4_0_ref: d = max/-8 (max the value of largest
+    magnitude, first one on ties), q = MIN(15, (int8_t)(x/d + 8.5f))."""
+    L = np.empty(32, np.int32)
+    for b in range(x.shape[0] // 32):
+        xb = x[b * 32:(b + 1) * 32]
+        amax = np.float32(0.0)
+        xmax = np.float32(0.0)
+        for j in range(32):
+            if amax < abs(xb[j]):
+                amax = abs(xb[j])
+                xmax = xb[j]
+        d = xmax / np.float32(-8.0)
+        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+        for j in range(32):
+            L[j] = min(15, low_byte_signed(c_int(xb[j] * inv + np.float32(8.5))))
+        store_f16(dst, b * _TYPE_SIZE, d)
+        store_nibbles(dst, b * _TYPE_SIZE + 2, L)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_row_impl(x, imatrix, dst):
+    """ggml-quants.c quantize_row_q4_0_impl: make_qx_quants(nmax 8) weighted by
+    imatrix * sqrt(sigma2 + x^2)."""
+    weight = np.empty(32, np.float32)
+    L = np.empty(32, np.int8)
+    sigma2 = row_sigma2(x)
+    for b in range(x.shape[0] // 32):
+        xb = x[b * 32:(b + 1) * 32]
+        sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
+        d = make_qx_quants(8, xb, L, 1, weight)
+        store_f16(dst, b * _TYPE_SIZE, d)
+        store_nibbles(dst, b * _TYPE_SIZE + 2, L)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        if imatrix.shape[0] == 0:
+            _quantize_row_ref(x[r], out[r])
+        else:
+            _quantize_row_impl(x[r], imatrix, out[r])
+
+
+def quantize_blocks(x, imatrix):
+    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
+    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
+    return out

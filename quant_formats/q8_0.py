@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import ROWS_PER_TASK, as_int8, f16_at, spread_activations, to_f16
+from .quantize_common import c_int, round_away, store_f16
 
 QTYPE = T.Q8_0
 BLOCK_SIZE = 32
@@ -100,3 +101,30 @@ def quantize(x):
 def dequantize(qs, d, sums):
     n_tokens, n_in = qs.shape
     return (qs.reshape(n_tokens, -1, 32) * d[:, :, None]).reshape(n_tokens, n_in).astype(np.float32)
+
+
+# --- weight quantizer ------------------------------------------------------
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows_ref(x, out):
+    """ggml-quants.c quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d) (no imatrix:
+    quantize_q8_0 ignores it). Unlike the activation path above, rounding is half
+    away from zero and the scale is 1/d, not 127/amax."""
+    for r in prange(x.shape[0]):
+        row, dst = x[r], out[r]
+        for b in range(x.shape[1] // 32):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(row[b * 32 + j]))
+            d = amax / np.float32(127.0)
+            inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+            o = b * _TYPE_SIZE
+            store_f16(dst, o, d)
+            for j in range(32):
+                dst[o + 2 + j] = np.uint8(c_int(round_away(row[b * 32 + j] * inv)) & 0xFF)
+
+
+def quantize_blocks(x, imatrix):
+    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
+    _quantize_rows_ref(x, out)
+    return out

@@ -1,0 +1,288 @@
+"""Numba helpers shared by the weight quantizers (quantize_blocks), matching the C
+float semantics of ggml-quants.c bit for bit.
+
+Everything here computes in float32 the way the C code does: every operand is
+cast to np.float32 (a Python float literal or `/` on ints would promote to
+float64), sums run sequentially in the C order (libggml-base is built without
+FMA contraction), and the C conversions are spelled out:
+    nearest_int      ggml-quants.c nearest_int: round half to even via 1.5*2^23
+    round_away       roundf: half away from zero
+    c_int            (int)f on x86 (cvttss2si): truncation, INT_MIN when out of range
+    fp16_bits        GGML_FP32_TO_FP16 (ggml-impl.h ggml_compute_fp32_to_fp16)
+    bf16_bits        ggml-impl.h ggml_compute_fp32_to_bf16
+Weights arrays of length 0 stand for C's NULL weights pointer.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+_MAGIC = np.float32(12582912.0)          # 1.5 * 2^23
+_TO_INF = np.float32(2.0 ** 112)         # ggml_compute_fp32_to_fp16's scale_to_inf
+_TO_ZERO = np.float32(2.0 ** -110)
+GROUP_MAX_EPS = np.float32(1e-15)        # ggml-quants.c GROUP_MAX_EPS
+_INT_MIN = -2147483648
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f32_bits(x):
+    return np.int64(np.float32(x).view(np.uint32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f32_from_bits(bits):
+    return np.uint32(bits & 0xFFFFFFFF).view(np.float32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nearest_int(fval):
+    """ggml-quants.c nearest_int: the float sum's mantissa holds the rounded value."""
+    return np.int32((f32_bits(np.float32(fval) + _MAGIC) & 0x007FFFFF) - 0x00400000)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def round_away(x):
+    """roundf as float32. x + 0.5 is exact in float64 for every float32 x, so the
+    float64 floor is the correctly rounded half-away-from-zero result."""
+    return np.float32(math.copysign(math.floor(abs(np.float64(x)) + 0.5), x))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def c_int(x):
+    """(int)x for a float32 x, as x86's cvttss2si: NaN and out of range give INT_MIN.
+    A further (int8_t)/(uint8_t) cast is the low byte of this."""
+    if x >= np.float32(-2147483648.0) and x < np.float32(2147483648.0):
+        return np.int32(x)
+    return np.int32(_INT_MIN)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def low_byte_signed(i):
+    """(int8_t) of an int: its low byte, sign-extended."""
+    b = np.int32(i) & 0xFF
+    return b - 256 * (b >> 7)
+
+
+@njit(cache=True, nogil=True)
+def fp16_bits(f):
+    """GGML_FP32_TO_FP16: round to nearest even by adding a power of two that pushes
+    the dropped bits out of the float32 mantissa (ggml-impl.h)."""
+    f = np.float32(f)
+    base = (abs(f) * _TO_INF) * _TO_ZERO
+    w = f32_bits(f)
+    shl1_w = (w + w) & 0xFFFFFFFF
+    sign = w & 0x80000000
+    bias = shl1_w & 0xFF000000
+    if bias < 0x71000000:
+        bias = 0x71000000
+    base = f32_from_bits((bias >> 1) + 0x07800000) + base
+    bits = f32_bits(base)
+    nonsign = ((bits >> 13) & 0x00007C00) + (bits & 0x00000FFF)
+    if shl1_w > 0xFF000000:  # NaN
+        nonsign = 0x7E00
+    return ((sign >> 16) | nonsign) & 0xFFFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def bf16_bits(f):
+    """ggml_compute_fp32_to_bf16: round to nearest even; NaN kept, made quiet."""
+    u = f32_bits(f)
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return ((u >> 16) | 64) & 0xFFFF
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_f16(out, offset, x):
+    """x rounded to f16, little-endian at out[offset]."""
+    bits = fp16_bits(x)
+    out[offset] = np.uint8(bits & 0xFF)
+    out[offset + 1] = np.uint8(bits >> 8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_nibbles(out, offset, L):
+    """16 bytes: L[j] low nibble, L[j + 16] high nibble (Q4_0, Q4_1)."""
+    for j in range(16):
+        out[offset + j] = np.uint8((np.int32(L[j]) & 0x0F) | ((np.int32(L[j + 16]) & 0x0F) << 4))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_five_bits(out, qh_offset, qs_offset, L):
+    """Q5_0/Q5_1: low nibbles as store_nibbles, bit 4 of L[j] into bit j of the
+    little-endian uint32 qh."""
+    qh = np.int64(0)
+    for j in range(32):
+        qh |= np.int64((np.int32(L[j]) >> 4) & 1) << j
+    for k in range(4):
+        out[qh_offset + k] = np.uint8((qh >> (8 * k)) & 0xFF)
+    store_nibbles(out, qs_offset, L)
+
+
+@njit(cache=True, nogil=True)
+def row_sigma2(x):
+    """sum(x^2) / n in float32, summed in order (quantize_row_q4_0_impl etc.)."""
+    sum_x2 = np.float32(0.0)
+    for j in range(x.shape[0]):
+        sum_x2 += x[j] * x[j]
+    return sum_x2 / np.float32(x.shape[0])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sigma2_weights(xb, qw, sigma2, weight):
+    """weight[j] = qw[j] * sqrtf(sigma2 + xb[j]^2) (the Q4_0..Q5_1 _impl weighting)."""
+    for j in range(xb.shape[0]):
+        weight[j] = qw[j] * np.float32(math.sqrt(sigma2 + xb[j] * xb[j]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qx_weight(x, qw, i, rmse_type):
+    """make_qx_quants' per-element weight: qw[i], else chosen by rmse_type."""
+    if qw.shape[0] > 0:
+        return qw[i]
+    if rmse_type == 1:
+        return x[i] * x[i]
+    if rmse_type == 2:
+        return np.float32(1.0)
+    if rmse_type == 3:
+        return abs(x[i])
+    return np.float32(math.sqrt(abs(x[i])))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qx_sums(x, qw, nmax, iscale, rmse_type):
+    """sum w*x*l and sum w*l*l for the quants l = clamp(nearest_int(iscale*x))."""
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(x.shape[0]):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        w = _qx_weight(x, qw, i, rmse_type)
+        fl = np.float32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    return sumlx, suml2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qx_store(x, L, nmax, iscale):
+    for i in range(x.shape[0]):
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+
+
+@njit(cache=True, nogil=True)
+def make_qx_quants(nmax, x, L, rmse_type, qw):
+    """ggml-quants.c make_qx_quants: symmetric quants L in [0, 2*nmax) and the scale,
+    trying iscale = -(nmax + 0.1*is)/max for is in -9..9 and keeping the best
+    weighted fit. qw of length 0 means no weights (then rmse_type picks them)."""
+    amax = np.float32(0.0)
+    xmax = np.float32(0.0)
+    for i in range(x.shape[0]):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            xmax = x[i]
+    if amax < GROUP_MAX_EPS:  # all zero
+        for i in range(x.shape[0]):
+            L[i] = 0
+        return np.float32(0.0)
+    iscale = np.float32(-nmax) / xmax
+    if rmse_type == 0:
+        _qx_store(x, L, nmax, iscale)
+        return np.float32(1.0) / iscale
+    return_early = rmse_type < 0
+    rmse_type = abs(rmse_type)
+    _qx_store(x, L, nmax, iscale)
+    sumlx, suml2 = _qx_sums(x, qw, nmax, iscale, rmse_type)
+    scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
+    if return_early:
+        if suml2 > 0:
+            return np.float32(0.5) * (scale + np.float32(1.0) / iscale)
+        return np.float32(1.0) / iscale
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(np.float32(nmax) + np.float32(0.1) * np.float32(step)) / xmax
+        sumlx, suml2 = _qx_sums(x, qw, nmax, iscale, rmse_type)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            _qx_store(x, L, nmax, iscale)
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qkx3_weight(x, weights, i):
+    return weights[i] if weights.shape[0] > 0 else x[i] * x[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qkx3_error(x, weights, L, scale, the_min, use_mad):
+    """sum w * |scale*L + min - x| (use_mad) or w * (...)^2."""
+    err = np.float32(0.0)
+    for i in range(x.shape[0]):
+        diff = scale * np.float32(L[i]) + the_min - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        err += _qkx3_weight(x, weights, i) * diff
+    return err
+
+
+@njit(cache=True, nogil=True)
+def make_qkx3_quants(nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
+    """ggml-quants.c make_qkx3_quants: asymmetric quants L in [0, nmax] with scale
+    and offset, searching iscale = (rmin + rdelta*is + nmax)/(max - min), is in
+    0..nstep, by weighted least squares. Returns (scale, -min) as C's (return,
+    *the_min). weights of length 0 means x^2."""
+    rmin, rdelta = np.float32(rmin), np.float32(rdelta)
+    xmin = x[0]
+    xmax = x[0]
+    sum_w = _qkx3_weight(x, weights, 0)
+    sum_x = sum_w * x[0]
+    for i in range(1, x.shape[0]):
+        if x[i] < xmin:
+            xmin = x[i]
+        if x[i] > xmax:
+            xmax = x[i]
+        w = _qkx3_weight(x, weights, i)
+        sum_w += w
+        sum_x += w * x[i]
+    if xmin > 0:
+        xmin = np.float32(0.0)
+    if xmax <= xmin:
+        for i in range(x.shape[0]):
+            L[i] = 0
+        return np.float32(0.0), -xmin
+    iscale = np.float32(nmax) / (xmax - xmin)
+    scale = np.float32(1.0) / iscale
+    for i in range(x.shape[0]):
+        L[i] = max(0, min(nmax, nearest_int(iscale * (x[i] - xmin))))
+    best_mad = _qkx3_error(x, weights, L, scale, xmin, use_mad)
+    if nstep < 1:
+        return scale, -xmin
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * np.float32(step) + np.float32(nmax)) / (xmax - xmin)
+        sum_l = np.float32(0.0)
+        sum_l2 = np.float32(0.0)
+        sum_xl = np.float32(0.0)
+        for i in range(x.shape[0]):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - xmin))))
+            Laux[i] = l
+            w = _qkx3_weight(x, weights, i)
+            fl = np.float32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = np.float32(0.0)
+                this_scale = sum_xl / sum_l2
+            mad = _qkx3_error(x, weights, Laux, this_scale, this_min, use_mad)
+            if mad < best_mad:
+                L[:] = Laux[:]
+                best_mad = mad
+                scale = this_scale
+                xmin = this_min
+    return scale, -xmin
