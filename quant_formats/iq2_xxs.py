@@ -12,12 +12,15 @@ from numba import njit, prange
 
 from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
+from .iq_quantize_tables import (f16_bits, iq2_find_best_neighbour, key_of, make_qp_quants,
+                                 nearest_int, put_u16, search_tables)
 
 QTYPE = T.IQ2_XXS
 BLOCK_SIZE = 256
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "<u4", (16,))])
 VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 66
+_GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 
 GRID = grid_from_gguf(gguf_quants.IQ2_XXS)  # int8 [256, 8]: iq2xxs_grid
 _KSIGNS = KSIGNS.astype(np.int32)
@@ -92,3 +95,157 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- quantizer ----------------------------------------------------------------
+# ggml-quants.c quantize_row_iq2_xxs_impl (imatrix required, as ggml). Per 32
+# weights: signs made even per 8 by flipping the least important value, a first
+# scale from make_qp_quants, 13 trial scales around it, each value group snapped
+# to its key's grid point or nearest listed neighbour (iq_quantize_tables).
+
+def quantize_blocks(x, imatrix):
+    if imatrix is None:
+        raise ValueError("IQ2_XXS quantization requires an importance matrix")
+    grid, key_map, neighbours = search_tables(QTYPE)
+    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    _quantize_rows(x, imatrix, grid, key_map, neighbours, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
+    for r in prange(x.shape[0]):
+        scratch = np.empty((4, 32), np.float32)  # weight, waux, xval, scales
+        codes = np.empty((3, 32), np.int32)      # L, Laux, make_qp_quants' L
+        q2 = np.empty(16, np.int64)
+        for b in range(x.shape[1] // 256):
+            _quantize_block(x[r, 256 * b:256 * b + 256], imatrix[256 * b:256 * b + 256],
+                            grid, key_map, neighbours, scratch, codes, q2, out[r], b * _TYPE_SIZE)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out, o):
+    weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
+    q2[:] = 0
+    sumx2 = np.float32(0.0)
+    for i in range(256):
+        sumx2 += xbl[i] * xbl[i]
+    sigma2 = sumx2 / np.float32(256)
+    max_scale = np.float32(0.0)
+    for ib in range(8):
+        xb = xbl[32 * ib:32 * ib + 32]
+        for i in range(32):
+            weight[i] = qw[32 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+            waux[i] = np.sqrt(weight[i])
+        signs = _even_signs(xb, weight, xval)
+        scale, skipped = _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes)
+        if skipped:  # ggml leaves the group's bytes zero and its scale 0
+            scales[ib] = 0.0
+            continue
+        if scale < 0:  # "should never happen" in ggml; flip all signs as it does
+            scale = -scale
+            signs = ~signs & 0x0FFFFFFF
+        for k in range(4):
+            q2[2 * ib] |= np.int64(key_map[key_of(codes[0], 8 * k)]) << (8 * k)
+        q2[2 * ib + 1] = signs
+        scales[ib] = scale
+        max_scale = max(max_scale, scale)
+    if max_scale == 0.0:
+        return
+    d = max_scale / np.float32(31)
+    put_u16(out, o, f16_bits(d))
+    inv_d = np.float32(1.0) / d
+    for ib in range(8):
+        level = nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))
+        q2[2 * ib + 1] |= np.int64(max(0, min(15, level))) << 28
+    for j in range(16):
+        for byte in range(4):
+            out[o + 2 + 4 * j + byte] = (q2[j] >> (8 * byte)) & 255
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _even_signs(xb, weight, xval):
+    """xval = |xb| except, per 8, the least important value of an odd count of
+    negatives keeps its sign; returns the four 7-bit sign indices packed at 7 k."""
+    packed = 0
+    for k in range(4):
+        flips = 0
+        s = 0
+        for i in range(8 * k, 8 * k + 8):
+            if xb[i] >= 0:
+                xval[i] = xb[i]
+            else:
+                xval[i] = -xb[i]
+                flips += 1
+                s |= 1 << (i - 8 * k)
+        if flips % 2:
+            imin = 8 * k
+            least = weight[imin] * xb[imin] * xb[imin]
+            for i in range(8 * k + 1, 8 * k + 8):
+                importance = weight[i] * xb[i] * xb[i]
+                if importance < least:
+                    least = importance
+                    imin = i
+            xval[imin] = -xval[imin]
+            s ^= 1 << (imin - 8 * k)
+        packed |= (s & 127) << (7 * k)
+    return packed
+
+
+@njit(cache=True, nogil=True)
+def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
+    """(scale, skipped) for 32 values; their grid codes in codes[0]."""
+    L, trial = codes[0], codes[1]
+    top = xval[0]
+    for i in range(1, 32):
+        top = max(top, xval[i])
+    if top < _GROUP_MAX_EPS:
+        return np.float32(0.0), True
+    scale = make_qp_quants(32, 4, xval, codes[2], weight)
+    for i in range(32):  # ggml passes its int8 L as uint8: keep the byte's int8 value
+        L[i] = ((codes[2][i] & 255) ^ 128) - 128
+    eff_max = scale * np.float32(3)
+    if eff_max <= 0:
+        return np.float32(0.0), True
+    best = np.float32(0.0)
+    for step in range(-6, 7):
+        inv = (np.float32(5) + np.float32(step) * np.float32(0.1)) / eff_max
+        for k in range(4):
+            _snap_to_grid(xval, waux, 8 * k, inv, np.float32(1.0) / inv,
+                          grid, key_map, neighbours, trial)
+        sumqx, sumq2 = _weighted_sums(xval, weight, trial)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L[:] = trial
+    if scale > 0:
+        for k in range(4):
+            _snap_to_grid(xval, waux, 8 * k, np.float32(1.0) / scale, scale,
+                          grid, key_map, neighbours, L)
+        sumqx, sumq2 = _weighted_sums(xval, weight, L)
+        if sumq2 > 0:
+            scale = sumqx / sumq2
+    return scale, False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L):
+    """Codes of xval[lo:lo+8] * inv_scale (levels 0..2), replaced by the best listed
+    neighbour when off the grid."""
+    for i in range(lo, lo + 8):
+        level = nearest_int(np.float32(0.5) * (inv_scale * xval[i] - np.float32(1.0)))
+        L[i] = max(0, min(2, level))
+    entry = key_map[key_of(L, lo)]
+    if entry < 0:
+        iq2_find_best_neighbour(neighbours, entry, grid, xval, waux, lo, scale, L)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weighted_sums(xval, weight, L):
+    sumqx = np.float32(0.0)
+    sumq2 = np.float32(0.0)
+    for i in range(xval.shape[0]):
+        q = np.float32(2 * L[i] + 1)
+        sumqx += weight[i] * xval[i] * q
+        sumq2 += weight[i] * q * q
+    return sumqx, sumq2

@@ -1,0 +1,293 @@
+"""Search tables and shared helpers for the IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S and IQ1_M
+quantizers (ggml-quants.c iq2xs_init_impl and the quantize_row_iq*_impl searches).
+
+Each of those grids holds 8-value points whose values take 3 levels; ggml's search
+works on level codes 0..2 (stored as 2 code + 1 = 1, 3, 5 in its kgrid_q2xs). A
+point's key packs its 8 codes 2 bits each. `search_tables(qtype)` gives
+    grid        int8 [n_grid, 8]  2 code + 1 per value, the same order as the format's GRID
+    key_map     int32 [KEY_COUNT] grid index of a key on the grid, else -(offset + 1)
+    neighbours  uint16 [...]      at offset: count, then the grid indices of the points
+                                  at the NWANT smallest squared distances, by (distance, index)
+exactly as iq2xs_init_impl lays them out (the order decides ties in the searches).
+Tables are built on first use (a second or two under Numba) and kept per process;
+dequantize users never build them. The codes come from gguf-py's grids and grid_map,
+so they equal llama.cpp's kgrid_2bit_256/512/1024 and kgrid_1bit_2048.
+"""
+import math
+import threading
+
+import numpy as np
+from gguf import GGMLQuantizationType as T, quants as gguf_quants
+from numba import njit, prange
+
+from .common import to_f16
+from .iq_common import grid_from_gguf
+
+KEY_COUNT = 43692  # iq2xs_init_impl kmap_size: every key with codes <= 2, plus one
+FLT_MAX = np.float32(3.4028234663852886e38)
+_MAX_DIST2 = 8 * 36  # keys may hold code 3 (position 7); grid positions are 1..5
+
+# iq2xs_init_impl: nwant, the number of distinct distances kept per off-grid key.
+# IQ1_S and IQ1_M share one table (iq2_data_index).
+_GRID_CLASS = {T.IQ2_XXS: (gguf_quants.IQ2_XXS, 2), T.IQ2_XS: (gguf_quants.IQ2_XS, 2),
+               T.IQ2_S: (gguf_quants.IQ2_S, 1), T.IQ1_S: (gguf_quants.IQ1_S, 3),
+               T.IQ1_M: (gguf_quants.IQ1_S, 3)}
+_tables = {}
+_lock = threading.Lock()
+
+
+def search_tables(qtype):
+    """(grid, key_map, neighbours) for an IQ2/IQ1 type, built once per process."""
+    quant_class, nwant = _GRID_CLASS[qtype]
+    with _lock:
+        if quant_class not in _tables:
+            _tables[quant_class] = _build_tables(quant_class, nwant)
+        return _tables[quant_class]
+
+
+def _build_tables(quant_class, nwant):
+    values = grid_from_gguf(quant_class).astype(np.int32)
+    levels = np.array(quant_class.grid_map, np.int32)
+    codes = np.argmax(values[:, :, None] == levels, axis=2)
+    assert np.array_equal(levels[codes], values), quant_class.__name__
+    grid = (2 * codes + 1).astype(np.int8)
+    keys = (codes << (2 * np.arange(8))).sum(axis=1)
+    key_map = np.full(KEY_COUNT, -1, np.int32)
+    key_map[keys] = np.arange(len(grid), dtype=np.int32)
+    thresholds = np.zeros(KEY_COUNT, np.int32)
+    counts = np.zeros(KEY_COUNT, np.int32)
+    _neighbour_counts(grid, key_map, nwant, thresholds, counts)
+    off_grid = key_map < 0
+    slots = np.where(off_grid, counts + 1, 0)  # a count, then the list
+    offsets = np.cumsum(slots) - slots
+    neighbours = np.zeros(int(slots.sum()), np.uint16)
+    key_map[off_grid] = -(offsets[off_grid] + 1).astype(np.int32)
+    _write_neighbours(grid, key_map, thresholds, neighbours)
+    return grid, key_map, neighbours
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _distance2(key, grid, j):
+    d2 = 0
+    for k in range(8):
+        diff = np.int32(grid[j, k]) - (2 * ((key >> (2 * k)) & 3) + 1)
+        d2 += diff * diff
+    return d2
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _neighbour_counts(grid, key_map, nwant, thresholds, counts):
+    """Per off-grid key: the NWANT-th smallest distinct squared distance to the grid
+    and how many grid points lie within it (iq2xs_init_impl's first pass)."""
+    for key in prange(KEY_COUNT):
+        if key_map[key] >= 0:
+            continue
+        histogram = np.zeros(_MAX_DIST2 + 1, np.int32)
+        for j in range(grid.shape[0]):
+            histogram[_distance2(key, grid, j)] += 1
+        have = 0
+        count = 0
+        for dist2 in range(_MAX_DIST2 + 1):
+            if histogram[dist2]:
+                have += 1
+                count += histogram[dist2]
+                thresholds[key] = dist2
+                if have == nwant:
+                    break
+        counts[key] = count
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _write_neighbours(grid, key_map, thresholds, neighbours):
+    """The lists, sorted by (distance, grid index) as iq2xs_init_impl's qsort."""
+    for key in prange(KEY_COUNT):
+        if key_map[key] >= 0:
+            continue
+        start = -key_map[key] - 1
+        distances = np.empty(grid.shape[0], np.int32)
+        for j in range(grid.shape[0]):
+            distances[j] = _distance2(key, grid, j)
+        n = 0
+        for dist2 in range(thresholds[key] + 1):
+            for j in range(grid.shape[0]):
+                if distances[j] == dist2:
+                    n += 1
+                    neighbours[start + n] = j
+        neighbours[start] = n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nearest_int(fval):
+    """ggml-quants.c nearest_int: round half to even through the f32 sum with 1.5 * 2^23,
+    then the low 22 mantissa bits; also the bits' value outside its asserted range."""
+    val = np.float32(np.float32(fval) + np.float32(12582912.0))
+    if 8388608.0 <= val < 16777216.0:
+        return np.int32(val) - 12582912
+    if val == 0.0 or math.isinf(val):
+        return -4194304
+    mantissa, exponent = math.frexp(abs(val))
+    bits = np.int32((2.0 * mantissa - 1.0) * 8388608.0)
+    return (bits & 0x7FFFFF) - 0x400000
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f16_bits(x):
+    """The uint16 bits of GGML_FP32_TO_FP16(x) (round to nearest even)."""
+    r = to_f16(x)
+    sign = 0x8000 if math.copysign(1.0, r) < 0 else 0
+    a = abs(r)
+    if math.isinf(a):
+        return sign | 0x7C00
+    if a < 6.103515625e-05:  # 2^-14: subnormal (or zero), a multiple of 2^-24
+        return sign | np.int32(a * 16777216.0)
+    mantissa, exponent = math.frexp(a)
+    return sign | ((exponent + 14) << 10) | np.int32((2.0 * mantissa - 1.0) * 1024.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def put_u16(out, o, value):
+    out[o] = value & 255
+    out[o + 1] = (value >> 8) & 255
+
+
+@njit(cache=True, nogil=True, inline="always")
+def key_of(L, lo):
+    """The 2-bit-per-value key of the 8 codes L[lo:lo + 8]."""
+    key = 0
+    for i in range(8):
+        key |= L[lo + i] << (2 * i)
+    return key
+
+
+@njit(cache=True, nogil=True)
+def iq2_find_best_neighbour(neighbours, key_entry, grid, xval, weight, lo, scale, L):
+    """ggml-quants.c iq2_find_best_neighbour: of a key's neighbour list, the grid point
+    nearest to xval[lo:lo+8] / scale in weighted squared error (first on ties);
+    its codes go to L[lo:lo+8]."""
+    start = -key_entry - 1
+    best_d2 = FLT_MAX
+    grid_index = -1
+    for j in range(1, np.int32(neighbours[start]) + 1):
+        candidate = np.int32(neighbours[start + j])
+        d2 = np.float32(0.0)
+        for i in range(8):
+            diff = scale * np.float32(grid[candidate, i]) - xval[lo + i]
+            d2 += weight[lo + i] * diff * diff
+        if d2 < best_d2:
+            best_d2 = d2
+            grid_index = candidate
+    for i in range(8):
+        L[lo + i] = (np.int32(grid[grid_index, i]) - 1) // 2
+    return grid_index
+
+
+@njit(cache=True, nogil=True)
+def iq1_find_best_neighbour2(neighbours, key_entry, grid, xb, weight, lo, scale, levels, L):
+    """ggml-quants.c iq1_find_best_neighbour2: as iq2_find_best_neighbour with the
+    shifted levels (x_p or x_m) in place of 2 code + 1; whole grid if none is finite."""
+    start = -key_entry - 1
+    best_d2 = FLT_MAX
+    grid_index = -1
+    for j in range(1, np.int32(neighbours[start]) + 1):
+        candidate = np.int32(neighbours[start + j])
+        d2 = _iq1_distance2(grid, candidate, xb, weight, lo, scale, levels)
+        if d2 < best_d2:
+            best_d2 = d2
+            grid_index = candidate
+    if grid_index < 0:  # ggml's fallback indexes xval by the grid index (a bug); ours does not
+        for candidate in range(grid.shape[0]):
+            d2 = _iq1_distance2(grid, candidate, xb, weight, lo, scale, levels)
+            if d2 < best_d2:
+                best_d2 = d2
+                grid_index = candidate
+    grid_index = max(grid_index, 0)
+    for i in range(8):
+        L[lo + i] = (np.int32(grid[grid_index, i]) - 1) // 2
+    return grid_index
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _iq1_distance2(grid, candidate, xb, weight, lo, scale, levels):
+    d2 = np.float32(0.0)
+    for i in range(8):
+        diff = scale * levels[(np.int32(grid[candidate, i]) - 1) // 2] - xb[lo + i]
+        d2 += weight[lo + i] * diff * diff
+    return d2
+
+
+@njit(cache=True, nogil=True)
+def stable_order(values, order):
+    """order = indices sorting values ascending, equal values in index order: the
+    order glibc's qsort (a merge sort) gives iq1_sort_helper, which compares values only."""
+    n = values.shape[0]
+    for j in range(n):
+        order[j] = j
+    for j in range(1, n):
+        moving = order[j]
+        k = j
+        while k > 0 and values[order[k - 1]] > values[moving]:
+            order[k] = order[k - 1]
+            k -= 1
+        order[k] = moving
+
+
+@njit(cache=True, nogil=True)
+def make_qp_quants(n, nmax, x, L, quant_weights):
+    """ggml-quants.c make_qp_quants: the scale of non-negative levels 0..nmax for
+    x[:n] under quant_weights (ggml stores L as uint8: L holds the same bytes' values
+    as int, so a negative level reads back as 256 + level where ggml reads it)."""
+    top = np.float32(0.0)
+    for i in range(n):
+        top = max(top, x[i])
+    if top < np.float32(1e-15):  # GROUP_MAX_EPS
+        L[:n] = 0
+        return np.float32(0.0)
+    nmax_f = np.float32(nmax)
+    iscale = nmax_f / top
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 255
+    scale = np.float32(1.0) / iscale
+    best_mse = np.float32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        best_mse += quant_weights[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_step = (np.float32(0.1) * np.float32(step) + nmax_f) / top
+        scale_step = np.float32(1.0) / iscale_step
+        mse = np.float32(0.0)
+        for i in range(n):
+            level = min(nmax, nearest_int(iscale_step * x[i]))
+            diff = x[i] - scale_step * np.float32(level)
+            mse += quant_weights[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_step
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        level = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = level & 255
+        w = quant_weights[i]
+        sumlx += w * x[i] * np.float32(level)
+        suml2 += w * np.float32(level) * np.float32(level)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            slx = sumlx - w * x[i] * np.float32(L[i])
+            sl2 = suml2 - w * np.float32(L[i]) * np.float32(L[i])
+            if slx > 0 and sl2 > 0:
+                new_level = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_level != L[i]:
+                    slx += w * x[i] * np.float32(new_level)
+                    sl2 += w * np.float32(new_level) * np.float32(new_level)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_level & 255
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if not n_changed:
+            break
+    return sumlx / suml2 if suml2 > 0.0 else np.float32(0.0)
