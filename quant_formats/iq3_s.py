@@ -12,6 +12,8 @@ from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
 from .common import f16_at
+from .iq3_quantize_tables import (search_sub_block, search_tables, sub_block_scale_code,
+                                  sub_block_weights, super_block_sigma2)
 from .iq_common import SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 
 QTYPE = T.IQ3_S
@@ -105,3 +107,99 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- Quantizer: ggml-quants.c quantize_iq3_s -> quantize_row_iq3_s_impl(32, ...) ---
+# Without an imatrix ggml weights errors by x^2 (the same function, not a _ref path).
+_SEARCH_STEPS = 9               # inverse scales (15 + 0.2 is) / max, |is| <= 9
+_D_FUDGE = np.float32(1.033)
+
+
+@njit(cache=True, nogil=True)
+def _abs_and_signs(row, o, xval, out, signs_at):
+    """xval = |x| of the sub-block at row[o]; bit i of out[signs_at + k] set where
+    x[8k + i] < 0. Returns max(xval) as C's MAX loop."""
+    for k in range(4):
+        signs = 0
+        for i in range(8):
+            v = row[o + 8 * k + i]
+            if v >= 0:
+                xval[8 * k + i] = v
+            else:
+                xval[8 * k + i] = -v
+                signs |= 1 << i
+        out[signs_at + k] = signs
+    xmax = xval[0]
+    for i in range(1, 32):
+        xmax = xmax if xmax > xval[i] else xval[i]
+    return xmax
+
+
+@njit(cache=True, nogil=True)
+def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, levels, on_grid):
+    """One block of 256 at row[o] into out[ob:ob+110] except d; returns d (f32).
+
+    As ggml, a sub-block with all x == 0 is skipped without advancing the qs and
+    signs write positions, so the next sub-block's indices and signs land in its
+    slots (qh and scales are indexed by sub-block and are not shifted)."""
+    weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
+    L, Laux = levels[0], levels[1]
+    kmap = tables[1]
+    sigma2 = super_block_sigma2(row, o)
+    out[ob:ob + _TYPE_SIZE] = 0
+    qs_at, signs_at = ob + 2, ob + _SIGNS
+    max_scale = np.float32(0.0)
+    for ib in range(8):
+        xo = o + 32 * ib
+        sub_block_weights(row, xo, quant_weights, sigma2, weight, waux)
+        xmax = _abs_and_signs(row, xo, xval, out, signs_at)
+        scales[ib] = 0.0
+        if xmax == 0:
+            for k in range(4):
+                out[signs_at + k] = 0  # C keeps its signs in a scratch array
+            continue
+        on_grid[0][:] = False
+        scale = search_sub_block(xval, xmax, weight, waux, L, Laux, on_grid[0], on_grid[1],
+                                 _SEARCH_STEPS, tables, True)
+        if scale < 0:  # "should never happen": flip the scale and the signs
+            scale = -scale
+            for k in range(4):
+                out[signs_at + k] = ~out[signs_at + k]
+        for k in range(8):
+            g = kmap[L[4 * k] | (L[4 * k + 1] << 3) | (L[4 * k + 2] << 6) | (L[4 * k + 3] << 9)]
+            out[qs_at + k] = g & 255
+            out[ob + _QH + ib] |= (g >> 8) << k
+        qs_at += 8
+        signs_at += 4
+        scales[ib] = scale
+        max_scale = max_scale if max_scale > scale else scale
+    if max_scale == 0:
+        return np.float32(0.0)
+    d = max_scale / np.float32(31.0)
+    inv_d = np.float32(1.0) / d
+    for pair in range(4):
+        out[ob + _SCALES + pair] = (sub_block_scale_code(inv_d, scales[2 * pair])
+                                    | (sub_block_scale_code(inv_d, scales[2 * pair + 1]) << 4))
+    return d * _D_FUDGE
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, quant_weights, tables, d_out, out):
+    n_blocks = x.shape[1] // 256
+    for r in prange(x.shape[0]):
+        scratch = np.empty((4, 32), np.float32)  # weight, waux, xval, scales
+        levels = np.empty((2, 32), np.int32)     # best and trial levels
+        on_grid = np.empty((2, 8), np.bool_)
+        for b in range(n_blocks):
+            d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, tables, out[r],
+                                                b * _TYPE_SIZE, scratch, levels, on_grid)
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> IQ3_S bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
+    out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
+    weights = np.empty(0, np.float32) if imatrix is None else imatrix
+    _quantize_rows(x, weights, search_tables(GRID), d, out)
+    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    return out

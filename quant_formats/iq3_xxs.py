@@ -11,6 +11,8 @@ from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
 from .common import f16_at, u32_at
+from .iq3_quantize_tables import (search_sub_block, search_tables, sub_block_scale_code,
+                                  sub_block_weights, super_block_sigma2)
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 
 QTYPE = T.IQ3_XXS
@@ -100,3 +102,107 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- Quantizer: ggml-quants.c quantize_iq3_xxs -> quantize_row_iq3_xxs_impl(256, ...) ---
+# Without an imatrix ggml weights errors by x^2 (the same function, not a _ref path).
+_GROUP_MAX_EPS = np.float32(1e-8)  # GROUP_MAX_EPS_IQ3_XXS
+_SEARCH_STEPS = 15                 # inverse scales (15 + 0.2 is) / max, |is| <= 15
+_D_FUDGE = np.float32(1.0125)      # "small improvement via this fudge factor"
+
+
+@njit(cache=True, nogil=True)
+def _fold_signs(row, o, weight, xval):
+    """xval = |x| of the sub-block at row[o], and its four 7-bit sign fields packed
+    as in the block (bits 7l..7l+6). Each group of 8 stores an even number of
+    negatives: if odd, the weight with least w x^2 keeps its sign (xval = x)."""
+    packed = np.int64(0)
+    for k in range(4):
+        n_flips = 0
+        signs = 0
+        for i in range(8):
+            v = row[o + 8 * k + i]
+            if v >= 0:
+                xval[8 * k + i] = v
+            else:
+                xval[8 * k + i] = -v
+                n_flips += 1
+                signs |= 1 << i
+        if n_flips % 2:
+            i_min = 0
+            least = weight[8 * k] * row[o + 8 * k] * row[o + 8 * k]
+            for i in range(1, 8):
+                err = weight[8 * k + i] * row[o + 8 * k + i] * row[o + 8 * k + i]
+                if err < least:
+                    least = err
+                    i_min = i
+            xval[8 * k + i_min] = -xval[8 * k + i_min]
+            signs ^= 1 << i_min
+        packed |= np.int64(signs & 127) << (7 * k)
+    return packed
+
+
+@njit(cache=True, nogil=True)
+def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, levels, on_grid):
+    """One block of 256 at row[o] into out[ob:ob+98] except d; returns d (f32)."""
+    weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
+    L, Laux = levels[0], levels[1]
+    kmap = tables[1]
+    sigma2 = super_block_sigma2(row, o)
+    words = np.zeros(8, np.int64)
+    out[ob:ob + _TYPE_SIZE] = 0
+    max_scale = np.float32(0.0)
+    for ib in range(8):
+        xo = o + 32 * ib
+        sub_block_weights(row, xo, quant_weights, sigma2, weight, waux)
+        signs = _fold_signs(row, xo, weight, xval)
+        xmax = xval[0]
+        for i in range(1, 32):
+            xmax = xmax if xmax > xval[i] else xval[i]
+        scales[ib] = 0.0
+        if xmax < _GROUP_MAX_EPS:
+            continue
+        on_grid[0][:] = True
+        scale = search_sub_block(xval, xmax, weight, waux, L, Laux, on_grid[0], on_grid[1],
+                                 _SEARCH_STEPS, tables, False)
+        if scale < 0:  # "should never happen": flip the scale and the signs
+            scale = -scale
+            signs = ~signs & 0x0FFFFFFF
+        for k in range(8):
+            u = L[4 * k] | (L[4 * k + 1] << 3) | (L[4 * k + 2] << 6) | (L[4 * k + 3] << 9)
+            out[ob + 2 + 8 * ib + k] = kmap[u]
+        words[ib] = signs
+        scales[ib] = scale
+        max_scale = max_scale if max_scale > scale else scale
+    if max_scale == 0:
+        out[ob:ob + _TYPE_SIZE] = 0
+        return np.float32(0.0)
+    d = max_scale / np.float32(31.0)
+    inv_d = np.float32(1.0) / d
+    for ib in range(8):
+        word = words[ib] | (np.int64(sub_block_scale_code(inv_d, scales[ib])) << 28)
+        for byte in range(4):
+            out[ob + 66 + 4 * ib + byte] = (word >> (8 * byte)) & 0xFF
+    return d * _D_FUDGE
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, quant_weights, tables, d_out, out):
+    n_blocks = x.shape[1] // 256
+    for r in prange(x.shape[0]):
+        scratch = np.empty((4, 32), np.float32)  # weight, waux, xval, scales
+        levels = np.empty((2, 32), np.int32)     # best and trial levels
+        on_grid = np.empty((2, 8), np.bool_)
+        for b in range(n_blocks):
+            d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, tables, out[r],
+                                                b * _TYPE_SIZE, scratch, levels, on_grid)
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> IQ3_XXS bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
+    out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
+    weights = np.empty(0, np.float32) if imatrix is None else imatrix
+    _quantize_rows(x, weights, search_tables(GRID), d, out)
+    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    return out
