@@ -126,7 +126,7 @@ def _parse_header(cur):
     n_kv = cur.scalar("<Q", "metadata count")
     # gguf.cpp: counts are bounded by what the remaining bytes could hold
     cur.need(min(n_kv, _INT64_MAX) * 13, f"metadata count {n_kv}")
-    metadata = {}
+    metadata, spans = {}, {}
     for i in range(n_kv):
         at = cur.pos
         key = cur.string(f"metadata key #{i}")
@@ -134,9 +134,10 @@ def _parse_header(cur):
             raise GGUFError(f"metadata key '{key}' at byte {at}: duplicate key")
         vtype = cur.scalar("<I", f"metadata '{key}' type")
         metadata[key] = _read_value(cur, vtype, f"metadata '{key}'")
+        spans[key] = (at, cur.pos)
     cur.need(min(n_tensors, _INT64_MAX) * 24, f"tensor count {n_tensors}")
     infos = [_read_tensor_info(cur, i) for i in range(n_tensors)]
-    return version, metadata, infos
+    return version, metadata, spans, infos
 
 
 def _read_tensor_info(cur, index):
@@ -198,7 +199,7 @@ class _Part:
     def _load(self):
         size = len(self.mapping)
         cur = _Cursor(self.mapping, size)
-        self.version, self.metadata, infos = _parse_header(cur)
+        self.version, self.metadata, self.kv_spans, infos = _parse_header(cur)
         self.alignment = _alignment(self.metadata)
         data_start = -(-cur.pos // self.alignment) * self.alignment
         self.tensors = []
@@ -259,6 +260,11 @@ class GGUFFile:
             if not part_path.exists():
                 raise GGUFError(f"split part {part_path.name} is missing")
             self._parts.append(_Part(part_path))
+
+    def metadata_bytes(self, key) -> bytes:
+        """One metadata entry as stored (key, type and value), for copying it verbatim."""
+        start, end = self._parts[0].kv_spans[key]
+        return bytes(self._parts[0].mapping[start:end])
 
     def tensor(self, name) -> GGUFTensor:
         try:
