@@ -179,3 +179,31 @@ def bench(models, n_prompt, n_gen, threads, repetitions, cache_type_k, cache_typ
 
 
 bench_main = _entry(bench)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--imatrix", "imatrix_path", type=click.Path(dir_okay=False),
+              help="importance matrix (llama-imatrix's GGUF or .dat format)")
+@click.option("--allow-requantize", is_flag=True, help="allow requantizing quantized tensors")
+@click.option("--pure", is_flag=True, help="no k-quant mixtures: every tensor in one type")
+@click.option("--leave-output-tensor", is_flag=True, help="leave output.weight as it is")
+@click.option("--output-tensor-type", help="GGML type for output.weight")
+@click.option("--token-embedding-type", help="GGML type for the token embeddings")
+@click.option("--tensor-type", "tensor_types", multiple=True,
+              help="PATTERN=TYPE: tensors matching the regex get TYPE (repeatable)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+@click.argument("args", nargs=-1, required=True)
+def quantize(args, imatrix_path, allow_requantize, pure, leave_output_tensor,
+             output_tensor_type, token_embedding_type, tensor_types, quiet):
+    """Quantize a GGUF model as llama-quantize does.
+
+    ARGS: IN.gguf [OUT.gguf] TYPE [NTHREADS]; TYPE as llama-quantize (Q4_K_M, IQ4_XS, ...)."""
+    from gguf_runtime.quantize_cli import run as run_quantize
+    run_quantize(args, imatrix_path=imatrix_path, allow_requantize=allow_requantize,
+                 pure=pure, leave_output_tensor=leave_output_tensor,
+                 output_tensor_type=output_tensor_type,
+                 token_embedding_type=token_embedding_type, tensor_types=tensor_types,
+                 quiet=quiet)
+
+
+quantize_main = _entry(quantize)
