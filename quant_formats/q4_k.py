@@ -4,6 +4,12 @@ Block bytes: d f16 @0, dmin f16 @2, 12 bytes of packed 6-bit scales/mins @4
 (kquant_common.scale_min_k4), 128 bytes of quants @16. Quant byte 32*c + l
 holds weight 64*c + l in its low nibble and weight 64*c + 32 + l in its high
 nibble, so sub-blocks 2c and 2c+1 share the same 32 bytes.
+
+Quantizing (quantize_blocks) follows ggml's two paths: without an importance
+matrix quantize_row_q4_K_ref (per sub-block make_qkx2_quants weighted by
+av_x + |x|, scales and mins rounded to 6 bits against their maxima); with one
+quantize_row_q4_K_impl (make_qkx3_quants weighted by imatrix * sqrt(sigma2 + x^2),
+then make_qp_quants for the 6-bit scales and mins). Searches: kquant_quantize.
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -11,6 +17,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
+from .kquant_quantize import (check_rows, scale_min_block_impl, scale_min_block_ref,
+                              scale_min_scratch)
 
 QTYPE = T.Q4_K
 BLOCK_SIZE = 256
@@ -91,3 +99,43 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> uint8 [rows, n // 256 * 144], as ggml_quantize_chunk(Q4_K)."""
+    check_rows(x, imatrix, BLOCK_SIZE)
+    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
+    if imatrix is None:
+        _quantize_rows_ref(x, out)
+    else:
+        _quantize_rows_impl(x, imatrix, out)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack_nibbles(L, out, o):
+    """Quant byte 32c + l: level 64c + l low, 64c + 32 + l high (quantize_row_q4_K_ref)."""
+    for c in range(4):
+        for l in range(32):
+            out[o + 16 + 32 * c + l] = L[64 * c + l] | (L[64 * c + 32 + l] << 4)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows_ref(x, out):
+    for r in prange(x.shape[0]):
+        work = scale_min_scratch()
+        for b in range(x.shape[1] // 256):
+            o = b * _TYPE_SIZE
+            scale_min_block_ref(x[r, 256 * b:256 * b + 256], out[r], o, 15, -1.0, 0.1, 20, work)
+            _pack_nibbles(work[0], out[r], o)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows_impl(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        work = scale_min_scratch()
+        for b in range(x.shape[1] // 256):
+            o = b * _TYPE_SIZE
+            scale_min_block_impl(x[r, 256 * b:256 * b + 256], imatrix[256 * b:256 * b + 256],
+                                 out[r], o, 15, False, work)
+            _pack_nibbles(work[0], out[r], o)

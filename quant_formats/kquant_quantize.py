@@ -1,0 +1,419 @@
+"""Scale searches shared by the K-quant quantizers (Q2_K .. Q6_K), as ggml-quants.c.
+
+Every function reproduces ggml's float32 arithmetic step by step, because ties
+and near-ties in these searches decide the bytes: each product and sum is a
+float32 (Numba would widen float32 op int or op Python float to float64, so
+every int and constant is cast first), in C's left-to-right order, with no
+fused multiply-add (libggml-base is built without FMA contraction) and the same
+strictness of every comparison. nearest_int is ggml's bit trick itself, so it
+also agrees on out-of-range inputs.
+
+Integer stores follow C's narrowing: ggml keeps quants and 6-bit scales in
+uint8/int8 arrays, so values are masked to 8 bits where ggml would wrap them.
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .common import to_f16
+from .kquant_common import scale_min_k4
+
+F32 = np.float32
+GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2^23: adding it leaves the rounded integer in the mantissa
+
+
+@intrinsic
+def _f32_bits(typingctx, value):
+    """The IEEE bit pattern of a float32, as int32 (C's memcpy(&i, &f, 4))."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nearest_int(value):
+    """ggml-quants.c nearest_int: round half to even through the float32 mantissa."""
+    bits = _f32_bits(np.float32(value) + _MAGIC)
+    return np.int32((bits & 0x007FFFFF) - 0x00400000)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_f16(out, offset, value):
+    """Write GGML_FP32_TO_FP16(value) little-endian at out[offset]; return it as
+    float32 (what GGML_FP16_TO_FP32 reads back). Round to nearest even, signed zero."""
+    rounded = to_f16(np.float32(value))
+    sign = (_f32_bits(np.float32(value)) >> 16) & 0x8000
+    mag = abs(rounded)
+    if mag == np.inf:
+        bits = 0x7C00
+    elif mag < np.float32(6.103515625e-05):  # below 2^-14: f16 subnormal, steps of 2^-24
+        bits = np.int32(mag * np.float32(16777216.0))
+    else:
+        frac, exp = math.frexp(mag)  # mag = frac * 2^exp, frac in [0.5, 1)
+        bits = ((exp + 14) << 10) | np.int32((frac * 2.0 - 1.0) * 1024.0)
+    bits |= sign
+    out[offset] = bits & 0xFF
+    out[offset + 1] = (bits >> 8) & 0xFF
+    return rounded
+
+
+@njit(cache=True, nogil=True)
+def make_qx_quants(x, weights, nmax, L):
+    """ggml-quants.c make_qx_quants, rmse_type 1 with weights given (the x*x default is
+    passed in by the caller): signed levels L = l + nmax, l in [-nmax, nmax-1], for
+    the scale among 19 trial scales that maximises sum(w*x*l)^2 / sum(w*l*l)."""
+    n = x.shape[0]
+    amax = F32(0.0)
+    vmax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        L[:n] = 0
+        return F32(0.0)
+    fnmax = F32(nmax)
+    iscale = F32(-nmax) / vmax
+    sumlx, suml2 = _qx_sums(x, weights, nmax, iscale, L, True)
+    scale = sumlx / suml2 if suml2 != 0 else F32(0.0)
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(fnmax + F32(0.1) * F32(step)) / vmax
+        sumlx, suml2 = _qx_sums(x, weights, nmax, iscale, L, False)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            _qx_sums(x, weights, nmax, iscale, L, True)
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qx_sums(x, weights, nmax, iscale, L, store):
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(x.shape[0]):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        if store:
+            L[i] = l + nmax
+        fl = F32(l)
+        w = weights[i]
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    return sumlx, suml2
+
+
+@njit(cache=True, nogil=True)
+def make_q3_quants(x, nmax, L):
+    """ggml-quants.c make_q3_quants with do_rmse (the only use, Q3_K without imatrix):
+    start from the max-abs scale, then up to 5 passes moving single levels while
+    that raises sum(w*x*l)^2 / sum(w*l*l), w = x*x. Returns the scale; L = l + nmax."""
+    n = x.shape[0]
+    amax = F32(0.0)
+    vmax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    if amax < GROUP_MAX_EPS:
+        L[:n] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / vmax
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l
+        w = x[i] * x[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = x[i] * x[i]
+            fl = F32(L[i])
+            slx = sumlx - w * x[i] * fl
+            if slx > 0:
+                sl2 = suml2 - w * fl * fl
+                new_l = max(-nmax, min(nmax - 1, nearest_int(x[i] * sl2 / slx)))
+                if new_l != L[i]:
+                    slx += w * x[i] * F32(new_l)
+                    sl2 += w * F32(new_l) * F32(new_l)
+                    if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    for i in range(n):
+        L[i] += nmax
+    return sumlx / suml2 if suml2 > 0 else F32(0.0)
+
+
+@njit(cache=True, nogil=True)
+def make_qkx_quants(x, weights, nmax, L, Laux, rmin, rdelta, nstep, use_mad):
+    """ggml-quants.c make_qkx2_quants and make_qkx3_quants (identical when weights are
+    given, as in every K-quant use): levels L in [0, nmax] for x ~ scale*L - the_min,
+    trying nstep+1 scales and keeping the least weighted error (|e| if use_mad,
+    else e^2), each trial's scale and min from a weighted least-squares fit.
+    Returns (scale, the_min)."""
+    n = x.shape[0]
+    rmin, rdelta = F32(rmin), F32(rdelta)
+    lo = x[0]
+    hi = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < lo:
+            lo = x[i]
+        if x[i] > hi:
+            hi = x[i]
+        w = weights[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if lo > 0:
+        lo = F32(0.0)
+    if hi == lo:
+        L[:n] = 0
+        return F32(0.0), -lo
+    iscale = F32(nmax) / (hi - lo)
+    scale = F32(1.0) / iscale
+    for i in range(n):
+        L[i] = max(0, min(nmax, nearest_int(iscale * (x[i] - lo))))
+    best_error = _qkx_error(x, weights, L, scale, lo, use_mad)
+    if nstep < 1:
+        return scale, -lo
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (hi - lo)
+        sum_l = F32(0.0)
+        sum_l2 = F32(0.0)
+        sum_xl = F32(0.0)
+        for i in range(n):
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - lo))))
+            Laux[i] = l
+            w = weights[i]
+            fl = F32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        det = sum_w * sum_l2 - sum_l * sum_l
+        if det > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+            if this_min > 0:
+                this_min = F32(0.0)
+                this_scale = sum_xl / sum_l2
+            cur_error = _qkx_error(x, weights, Laux, this_scale, this_min, use_mad)
+            if cur_error < best_error:
+                L[:n] = Laux[:n]
+                best_error = cur_error
+                scale = this_scale
+                lo = this_min
+    return scale, -lo
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qkx_error(x, weights, L, scale, offset, use_mad):
+    err = F32(0.0)
+    for i in range(x.shape[0]):
+        diff = scale * F32(L[i]) + offset - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        err += weights[i] * diff
+    return err
+
+
+@njit(cache=True, nogil=True)
+def make_qp_quants(x, weights, nmax, L):
+    """ggml-quants.c make_qp_quants: non-negative levels L in [0, nmax] (uint8) for the
+    sub-block scales or mins x, weighted by weights; 8 trial scales around nmax/max,
+    then up to 5 passes of single-level moves. Returns the super-block scale."""
+    n = x.shape[0]
+    vmax = F32(0.0)
+    for i in range(n):
+        vmax = vmax if vmax > x[i] else x[i]
+    if vmax < GROUP_MAX_EPS:
+        L[:n] = 0
+        return F32(0.0)
+    iscale = F32(nmax) / vmax
+    scale = F32(1.0) / iscale
+    best_mse = F32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F32(nearest_int(iscale * x[i]) & 0xFF)  # stored in uint8 L
+        best_mse += weights[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_step = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+        scale_step = F32(1.0) / iscale_step
+        mse = F32(0.0)
+        for i in range(n):
+            diff = x[i] - scale_step * F32(min(nmax, nearest_int(iscale_step * x[i])))
+            mse += weights[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_step
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l & 0xFF
+        w = weights[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = weights[i]
+            fl = F32(L[i])
+            slx = sumlx - w * x[i] * fl
+            sl2 = suml2 - w * fl * fl
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx += w * x[i] * F32(new_l)
+                    sl2 += w * F32(new_l) * F32(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l & 0xFF
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > 0 else F32(0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pack_scale_min_k4(out, o, ls, lm):
+    """Pack 8 six-bit (scale, min) pairs into the 12 bytes at out[o:o+12] as
+    quantize_row_q4_K/q5_K do (the inverse of kquant_common.scale_min_k4);
+    values wider than 6 bits are truncated to uint8 as in ggml."""
+    for j in range(8):
+        s = np.int32(ls[j]) & 0xFF
+        m = np.int32(lm[j]) & 0xFF
+        if j < 4:
+            out[o + j] = s
+            out[o + j + 4] = m
+        else:
+            out[o + j + 4] = ((s & 0xF) | (m << 4)) & 0xFF
+            out[o + j - 4] = (out[o + j - 4] | (s >> 4) << 6) & 0xFF
+            out[o + j] = (out[o + j] | (m >> 4) << 6) & 0xFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pack_2bit(L, out, o):
+    """qs of Q2_K/Q3_K: byte 32n + l of each 128-weight half n holds the low two bits
+    of weights 128n + l, +32, +64, +96 at bits 0, 2, 4, 6."""
+    for n in range(2):
+        for l in range(32):
+            j = 128 * n + l
+            out[o + 32 * n + l] = ((L[j] & 3) | ((L[j + 32] & 3) << 2) | ((L[j + 64] & 3) << 4)
+                                   | ((L[j + 96] & 3) << 6))
+
+
+def check_rows(x, imatrix, block_size):
+    """Sizes the kernels trust (Numba does no bounds checks)."""
+    if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] % block_size:
+        raise ValueError(f"quantize: expected C-contiguous float32 rows of a multiple of "
+                         f"{block_size} values, got {x.dtype} {x.shape}")
+    if imatrix is not None and (imatrix.dtype != np.float32 or imatrix.shape != (x.shape[1],)):
+        raise ValueError(f"quantize: importance matrix must be float32 [{x.shape[1]}]")
+
+
+# ---- Q4_K and Q5_K share their header (d, dmin, 12 bytes of scales/mins at 0..16) and
+# every step before the quants are packed; only nmax and the search settings differ.
+
+@njit(cache=True, nogil=True)
+def scale_min_scratch():
+    """Per-row work arrays: L[256], Laux[32], weights[32], scales, mins, sw, ls, lm."""
+    return (np.empty(256, np.uint8), np.empty(32, np.uint8), np.empty(32, F32),
+            np.empty(8, F32), np.empty(8, F32), np.empty(8, F32),
+            np.empty(8, np.int32), np.empty(8, np.int32))
+
+
+@njit(cache=True, nogil=True)
+def scale_min_block_ref(x, out, o, nmax, rmin, rdelta, nstep, work):
+    """quantize_row_q4_K_ref / q5_K_ref up to the quant packing: one super-block x[256]
+    -> header bytes out[o:o+16], levels in work[0]. Weights av_x + |x| per sub-block."""
+    L, Laux, weights, scales, mins, _, ls, lm = work
+    max_scale = F32(0.0)
+    max_min = F32(0.0)
+    for j in range(8):
+        xs = x[32 * j:32 * j + 32]
+        sum_x2 = F32(0.0)
+        for l in range(32):
+            sum_x2 += xs[l] * xs[l]
+        av_x = np.sqrt(sum_x2 / F32(32.0))
+        for l in range(32):
+            weights[l] = av_x + abs(xs[l])
+        scales[j], mins[j] = make_qkx_quants(xs, weights, nmax, L[32 * j:32 * j + 32], Laux,
+                                             rmin, rdelta, nstep, False)
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
+    inv_scale = F32(63.0) / max_scale if max_scale > 0 else F32(0.0)
+    inv_min = F32(63.0) / max_min if max_min > 0 else F32(0.0)
+    for j in range(8):  # stored in uint8, then clamped, as ggml
+        ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+        lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+    pack_scale_min_k4(out, o + 4, ls, lm)
+    d = store_f16(out, o, max_scale / F32(63.0))
+    dmin = store_f16(out, o + 2, max_min / F32(63.0))
+    _requantize_scale_min(x, out, o, nmax, d, dmin, L)
+
+
+@njit(cache=True, nogil=True)
+def scale_min_block_impl(x, qw, out, o, nmax, clamp_levels, work):
+    """quantize_row_q4_K_impl / q5_K_impl (imatrix qw[256] given) up to the quant
+    packing. clamp_levels: Q5_K clamps the 6-bit levels to 63 before packing, Q4_K not."""
+    L, Laux, weights, scales, mins, sw, ls, lm = work
+    sum_x2 = F32(0.0)
+    for l in range(256):
+        sum_x2 += x[l] * x[l]
+    sigma2 = F32(2.0) * sum_x2 / F32(256.0)
+    for j in range(8):
+        xs = x[32 * j:32 * j + 32]
+        sumw = F32(0.0)
+        for l in range(32):
+            weights[l] = qw[32 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
+        for l in range(32):
+            sumw += weights[l]
+        sw[j] = sumw
+        scales[j], mins[j] = make_qkx_quants(xs, weights, nmax, L[32 * j:32 * j + 32], Laux,
+                                             -0.9, 0.05, 36, False)
+    Ls = Laux[:8]  # Laux is free again: the levels of the scales and of the mins
+    Lm = Laux[8:16]
+    d_block = make_qp_quants(scales, sw, 63, Ls)
+    m_block = make_qp_quants(mins, sw, 63, Lm)
+    for j in range(8):
+        ls[j] = min(63, Ls[j]) if clamp_levels else Ls[j]
+        lm[j] = min(63, Lm[j]) if clamp_levels else Lm[j]
+    pack_scale_min_k4(out, o + 4, ls, lm)
+    d = store_f16(out, o, d_block)
+    dmin = store_f16(out, o + 2, m_block)
+    _requantize_scale_min(x, out, o, nmax, d, dmin, L)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _requantize_scale_min(x, out, o, nmax, d_all, dmin_all, L):
+    """Levels again from the stored (f16 and 6-bit) scales; sub-blocks whose scale is
+    zero keep the search's levels (ggml's `if (!d) continue`)."""
+    for j in range(8):
+        sc, m = scale_min_k4(out, o + 4, j)
+        d = d_all * F32(sc)
+        if d == 0:
+            continue
+        dm = dmin_all * F32(m)
+        for i in range(32 * j, 32 * j + 32):
+            L[i] = max(0, min(nmax, nearest_int((x[i] + dm) / d)))
