@@ -5,6 +5,10 @@ Block bytes: d f16 @0, dmin f16 @2, 12 bytes of packed 6-bit scales/mins @4
 (kquant_common.scale_min_k4), 32 bytes qh @16, 128 bytes of low nibbles @48.
 As Q4_K, nibble byte 32*c + l holds weights 64*c + l (low) and 64*c + 32 + l
 (high); weight 32*k + l takes bit k of qh[l] as its fifth bit.
+
+Quantizing (quantize_blocks) is Q4_K's with 5-bit levels: ggml's
+quantize_row_q5_K_ref without an importance matrix, quantize_row_q5_K_impl with
+one (shared steps in kquant_quantize.scale_min_block_ref/_impl).
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -12,6 +16,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
+from .kquant_quantize import (check_rows, scale_min_block_impl, scale_min_block_ref,
+                              scale_min_scratch)
 
 QTYPE = T.Q5_K
 BLOCK_SIZE = 256
@@ -105,3 +111,49 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> uint8 [rows, n // 256 * 176], as ggml_quantize_chunk(Q5_K)."""
+    check_rows(x, imatrix, BLOCK_SIZE)
+    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
+    if imatrix is None:
+        _quantize_rows_ref(x, out)
+    else:
+        _quantize_rows_impl(x, imatrix, out)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack_levels(L, out, o):
+    """Low nibbles as Q4_K at @48; the fifth bit of level 32k + l into bit k of qh[l]
+    (quantize_row_q5_K_ref)."""
+    for l in range(32):
+        high = 0
+        for k in range(8):
+            high |= (L[32 * k + l] >> 4) << k
+        out[o + 16 + l] = high
+    for c in range(4):
+        for l in range(32):
+            out[o + 48 + 32 * c + l] = (L[64 * c + l] & 15) | ((L[64 * c + 32 + l] & 15) << 4)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows_ref(x, out):
+    for r in prange(x.shape[0]):
+        work = scale_min_scratch()
+        for b in range(x.shape[1] // 256):
+            o = b * _TYPE_SIZE
+            scale_min_block_ref(x[r, 256 * b:256 * b + 256], out[r], o, 31, -0.5, 0.1, 15, work)
+            _pack_levels(work[0], out[r], o)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows_impl(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        work = scale_min_scratch()
+        for b in range(x.shape[1] // 256):
+            o = b * _TYPE_SIZE
+            scale_min_block_impl(x[r, 256 * b:256 * b + 256], imatrix[256 * b:256 * b + 256],
+                                 out[r], o, 31, True, work)
+            _pack_levels(work[0], out[r], o)
