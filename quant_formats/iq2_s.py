@@ -12,6 +12,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
+from .iq_quantize_tables import (f16_bits, iq2_search_16, key_of, nearest_int, put_u16,
+                                 search_tables)
 
 QTYPE = T.IQ2_S
 BLOCK_SIZE = 256
@@ -19,6 +21,7 @@ BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", (32,)), ("signs", "u1", (32,)
                         ("qh", "u1", (8,)), ("scales", "u1", (8,))])
 VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 82
+_GROUP_MAX_EPS_IQ2_S = np.float32(1e-8)  # ggml-quants.c
 
 GRID = grid_from_gguf(gguf_quants.IQ2_S)  # int8 [1024, 8]: iq2s_grid
 _SIGNS = SIGNS_OF_BYTE.astype(np.int8)
@@ -81,3 +84,74 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- quantizer ----------------------------------------------------------------
+# ggml-quants.c quantize_row_iq2_s_impl: as IQ2_XS but the sign bytes are stored
+# whole (no even-parity fix), weights default to sigma^2 / 4 + x^2 without an
+# imatrix, and d carries a 0.9875 factor.
+
+def quantize_blocks(x, imatrix):
+    grid, key_map, neighbours = search_tables(QTYPE)
+    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    weights = np.zeros(0, np.float32) if imatrix is None else imatrix
+    _quantize_rows(x, weights, grid, key_map, neighbours, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
+    """imatrix: f32 [n], or empty for ggml's quant_weights == NULL."""
+    for r in prange(x.shape[0]):
+        scratch = np.empty((3, 16), np.float32)  # weight, waux, xval
+        scales = np.empty(16, np.float32)
+        codes = np.empty((2, 16), np.int32)      # L, Laux
+        for b in range(x.shape[1] // 256):
+            qw = imatrix[256 * b:256 * b + 256]
+            _quantize_block(x[r, 256 * b:256 * b + 256], qw, grid, key_map, neighbours,
+                            scratch, scales, codes, out[r], b * _TYPE_SIZE)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, out, o):
+    weight, waux, xval = scratch[0], scratch[1], scratch[2]
+    sumx2 = np.float32(0.0)
+    for i in range(256):
+        sumx2 += xbl[i] * xbl[i]
+    sigma2 = np.float32(2) * sumx2 / np.float32(256)
+    max_scale = np.float32(0.0)
+    for ib in range(16):
+        xb = xbl[16 * ib:16 * ib + 16]
+        signs = 0
+        for i in range(16):
+            if qw.shape[0]:
+                weight[i] = qw[16 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+            else:
+                weight[i] = np.float32(0.25) * sigma2 + xb[i] * xb[i]
+            waux[i] = np.sqrt(weight[i])
+            xval[i] = xb[i] if xb[i] >= 0 else -xb[i]
+            signs |= (0 if xb[i] >= 0 else 1) << i
+        scale, skipped = iq2_search_16(xval, weight, waux, _GROUP_MAX_EPS_IQ2_S, grid, key_map,
+                                       neighbours, codes[0], codes[1])
+        scales[ib] = 0.0
+        if skipped:  # ggml leaves the group's bytes zero and its scale 0
+            continue
+        if scale < 0:  # "should never happen" in ggml; flip the signs as it does
+            scale = -scale
+            signs = ~signs & 0xFFFF
+        for k in range(2):
+            group = 2 * ib + k
+            grid_index = key_map[key_of(codes[0], 8 * k)]
+            out[o + 2 + group] = grid_index & 255
+            out[o + 66 + group // 4] |= (grid_index >> 8) << (2 * (group % 4))
+            out[o + 34 + group] = (signs >> (8 * k)) & 255
+        scales[ib] = scale
+        max_scale = max(max_scale, scale)
+    if max_scale == 0.0:
+        return
+    d = max_scale / np.float32(31)
+    put_u16(out, o, f16_bits(d * np.float32(0.9875)))
+    inv_d = np.float32(1.0) / d
+    for ib in range(16):
+        level = nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))
+        out[o + 74 + ib // 2] |= max(0, min(15, level)) << (4 * (ib % 2))

@@ -12,12 +12,15 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
+from .iq_quantize_tables import (even_signs, f16_bits, iq2_search_16, key_of, nearest_int,
+                                 put_u16, search_tables)
 
 QTYPE = T.IQ2_XS
 BLOCK_SIZE = 256
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "<u2", (32,)), ("scales", "u1", (8,))])
 VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 74
+_GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 
 GRID = grid_from_gguf(gguf_quants.IQ2_XS)  # int8 [512, 8]: iq2xs_grid
 _KSIGNS = KSIGNS.astype(np.int32)
@@ -81,3 +84,67 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- quantizer ----------------------------------------------------------------
+# ggml-quants.c quantize_row_iq2_xs_impl (imatrix required, as ggml). Per 16
+# weights: signs made even per 8 as IQ2_XXS, 19 trial scales, each group of 8
+# snapped to the grid or its nearest listed neighbour (iq_quantize_tables).
+
+def quantize_blocks(x, imatrix):
+    if imatrix is None:
+        raise ValueError("IQ2_XS quantization requires an importance matrix")
+    grid, key_map, neighbours = search_tables(QTYPE)
+    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    _quantize_rows(x, imatrix, grid, key_map, neighbours, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
+    for r in prange(x.shape[0]):
+        scratch = np.empty((3, 16), np.float32)  # weight, waux, xval
+        scales = np.empty(16, np.float32)
+        codes = np.empty((2, 16), np.int32)      # L, Laux
+        for b in range(x.shape[1] // 256):
+            _quantize_block(x[r, 256 * b:256 * b + 256], imatrix[256 * b:256 * b + 256],
+                            grid, key_map, neighbours, scratch, scales, codes,
+                            out[r], b * _TYPE_SIZE)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, out, o):
+    weight, waux, xval = scratch[0], scratch[1], scratch[2]
+    sumx2 = np.float32(0.0)
+    for i in range(256):
+        sumx2 += xbl[i] * xbl[i]
+    sigma2 = sumx2 / np.float32(256)
+    max_scale = np.float32(0.0)
+    for ib in range(16):
+        xb = xbl[16 * ib:16 * ib + 16]
+        for i in range(16):
+            weight[i] = qw[16 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+            waux[i] = np.sqrt(weight[i])
+        signs = even_signs(xb, weight, xval, 2)
+        scale, skipped = iq2_search_16(xval, weight, waux, _GROUP_MAX_EPS, grid, key_map,
+                                       neighbours, codes[0], codes[1])
+        scales[ib] = 0.0
+        if skipped:  # ggml leaves the group's bytes zero and its scale 0
+            continue
+        if scale < 0:  # "should never happen" in ggml; flip the signs as it does
+            scale = -scale
+            signs = ~signs & 0x3FFF
+        for k in range(2):
+            entry = key_map[key_of(codes[0], 8 * k)] | (((signs >> (7 * k)) & 127) << 9)
+            put_u16(out, o + 2 + 2 * (2 * ib + k), entry)
+        scales[ib] = scale
+        max_scale = max(max_scale, scale)
+    if max_scale == 0.0:  # ggml zeroes qs (the scale bytes are zero already)
+        out[o:o + _TYPE_SIZE] = 0
+        return
+    d = max_scale / np.float32(31)
+    put_u16(out, o, f16_bits(d))
+    inv_d = np.float32(1.0) / d
+    for ib in range(16):
+        level = nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))
+        out[o + 66 + ib // 2] |= max(0, min(15, level)) << (4 * (ib % 2))

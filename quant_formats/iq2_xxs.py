@@ -12,8 +12,8 @@ from numba import njit, prange
 
 from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
-from .iq_quantize_tables import (f16_bits, iq2_find_best_neighbour, key_of, make_qp_quants,
-                                 nearest_int, put_u16, search_tables)
+from .iq_quantize_tables import (even_signs, f16_bits, key_of, make_qp_quants, nearest_int, put_u16,
+                                 search_tables, snap_to_grid, weighted_sums)
 
 QTYPE = T.IQ2_XXS
 BLOCK_SIZE = 256
@@ -137,7 +137,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out,
         for i in range(32):
             weight[i] = qw[32 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
             waux[i] = np.sqrt(weight[i])
-        signs = _even_signs(xb, weight, xval)
+        signs = even_signs(xb, weight, xval, 4)
         scale, skipped = _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes)
         if skipped:  # ggml leaves the group's bytes zero and its scale 0
             scales[ib] = 0.0
@@ -163,35 +163,6 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out,
             out[o + 2 + 4 * j + byte] = (q2[j] >> (8 * byte)) & 255
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _even_signs(xb, weight, xval):
-    """xval = |xb| except, per 8, the least important value of an odd count of
-    negatives keeps its sign; returns the four 7-bit sign indices packed at 7 k."""
-    packed = 0
-    for k in range(4):
-        flips = 0
-        s = 0
-        for i in range(8 * k, 8 * k + 8):
-            if xb[i] >= 0:
-                xval[i] = xb[i]
-            else:
-                xval[i] = -xb[i]
-                flips += 1
-                s |= 1 << (i - 8 * k)
-        if flips % 2:
-            imin = 8 * k
-            least = weight[imin] * xb[imin] * xb[imin]
-            for i in range(8 * k + 1, 8 * k + 8):
-                importance = weight[i] * xb[i] * xb[i]
-                if importance < least:
-                    least = importance
-                    imin = i
-            xval[imin] = -xval[imin]
-            s ^= 1 << (imin - 8 * k)
-        packed |= (s & 127) << (7 * k)
-    return packed
-
-
 @njit(cache=True, nogil=True)
 def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
     """(scale, skipped) for 32 values; their grid codes in codes[0]."""
@@ -211,41 +182,19 @@ def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
     for step in range(-6, 7):
         inv = (np.float32(5) + np.float32(step) * np.float32(0.1)) / eff_max
         for k in range(4):
-            _snap_to_grid(xval, waux, 8 * k, inv, np.float32(1.0) / inv,
-                          grid, key_map, neighbours, trial)
-        sumqx, sumq2 = _weighted_sums(xval, weight, trial)
+            snap_to_grid(xval, waux, 8 * k, inv, np.float32(1.0) / inv,
+                         grid, key_map, neighbours, trial)
+        sumqx, sumq2 = weighted_sums(xval, weight, trial)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             scale = sumqx / sumq2
             best = scale * sumqx
             L[:] = trial
     if scale > 0:
         for k in range(4):
-            _snap_to_grid(xval, waux, 8 * k, np.float32(1.0) / scale, scale,
-                          grid, key_map, neighbours, L)
-        sumqx, sumq2 = _weighted_sums(xval, weight, L)
+            snap_to_grid(xval, waux, 8 * k, np.float32(1.0) / scale, scale,
+                         grid, key_map, neighbours, L)
+        sumqx, sumq2 = weighted_sums(xval, weight, L)
         if sumq2 > 0:
             scale = sumqx / sumq2
     return scale, False
 
-
-@njit(cache=True, nogil=True, inline="always")
-def _snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L):
-    """Codes of xval[lo:lo+8] * inv_scale (levels 0..2), replaced by the best listed
-    neighbour when off the grid."""
-    for i in range(lo, lo + 8):
-        level = nearest_int(np.float32(0.5) * (inv_scale * xval[i] - np.float32(1.0)))
-        L[i] = max(0, min(2, level))
-    entry = key_map[key_of(L, lo)]
-    if entry < 0:
-        iq2_find_best_neighbour(neighbours, entry, grid, xval, waux, lo, scale, L)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _weighted_sums(xval, weight, L):
-    sumqx = np.float32(0.0)
-    sumq2 = np.float32(0.0)
-    for i in range(xval.shape[0]):
-        q = np.float32(2 * L[i] + 1)
-        sumqx += weight[i] * xval[i] * q
-        sumq2 += weight[i] * q * q
-    return sumqx, sumq2

@@ -291,3 +291,94 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
         if not n_changed:
             break
     return sumlx / suml2 if suml2 > 0.0 else np.float32(0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L):
+    """Codes of xval[lo:lo+8] * inv_scale (levels 0..2) into L, replaced by the best
+    listed neighbour when off the grid (the IQ2 searches); True if on the grid."""
+    for i in range(lo, lo + 8):
+        level = nearest_int(np.float32(0.5) * (inv_scale * xval[i] - np.float32(1.0)))
+        L[i] = max(0, min(2, level))
+    entry = key_map[key_of(L, lo)]
+    if entry < 0:
+        iq2_find_best_neighbour(neighbours, entry, grid, xval, waux, lo, scale, L)
+    return entry >= 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def weighted_sums(xval, weight, L):
+    sumqx = np.float32(0.0)
+    sumq2 = np.float32(0.0)
+    for i in range(xval.shape[0]):
+        q = np.float32(2 * L[i] + 1)
+        sumqx += weight[i] * xval[i] * q
+        sumq2 += weight[i] * q * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, nogil=True)
+def iq2_search_16(xval, weight, waux, eps, grid, key_map, neighbours, L, trial):
+    """(scale, skipped) for 16 values as quantize_row_iq2_xs_impl and _iq2_s_impl:
+    19 trial scales, then the off-grid groups of the best re-snapped at its scale;
+    their codes in L."""
+    L[:] = 0
+    top = xval[0]
+    for i in range(1, 16):
+        top = max(top, xval[i])
+    if top < eps:
+        return np.float32(0.0), True
+    best = np.float32(0.0)
+    scale = top / np.float32(5)
+    on_grid0, on_grid1 = True, True
+    for step in range(-9, 10):
+        inv = (np.float32(5) + np.float32(step) * np.float32(0.1)) / top
+        this_scale = np.float32(1.0) / inv
+        trial_on0 = snap_to_grid(xval, waux, 0, inv, this_scale, grid, key_map, neighbours, trial)
+        trial_on1 = snap_to_grid(xval, waux, 8, inv, this_scale, grid, key_map, neighbours, trial)
+        sumqx, sumq2 = weighted_sums(xval, weight, trial)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L[:] = trial
+            on_grid0, on_grid1 = trial_on0, trial_on1
+    if (not on_grid0 or not on_grid1) and scale > 0:
+        inv = np.float32(1.0) / scale
+        if not on_grid0:
+            snap_to_grid(xval, waux, 0, inv, scale, grid, key_map, neighbours, L)
+        if not on_grid1:
+            snap_to_grid(xval, waux, 8, inv, scale, grid, key_map, neighbours, L)
+        sumqx, sumq2 = weighted_sums(xval, weight, L)
+        if sumq2 > 0:
+            scale = sumqx / sumq2
+    return scale, False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def even_signs(xb, weight, xval, n_groups):
+    """xval = |xb| except, per 8, the least important value (weight x^2) of an odd
+    count of negatives keeps its sign (IQ2_XXS, IQ2_XS store only even sign
+    patterns); returns the groups' 7-bit sign indices packed at bit 7 k."""
+    packed = 0
+    for k in range(n_groups):
+        flips = 0
+        s = 0
+        for i in range(8 * k, 8 * k + 8):
+            if xb[i] >= 0:
+                xval[i] = xb[i]
+            else:
+                xval[i] = -xb[i]
+                flips += 1
+                s |= 1 << (i - 8 * k)
+        if flips % 2:
+            imin = 8 * k
+            least = weight[imin] * xb[imin] * xb[imin]
+            for i in range(8 * k + 1, 8 * k + 8):
+                importance = weight[i] * xb[i] * xb[i]
+                if importance < least:
+                    least = importance
+                    imin = i
+            xval[imin] = -xval[imin]
+            s ^= 1 << (imin - 8 * k)
+        packed |= (s & 127) << (7 * k)
+    return packed
