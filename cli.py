@@ -207,3 +207,28 @@ def quantize(args, imatrix_path, allow_requantize, pure, leave_output_tensor,
 
 
 quantize_main = _entry(quantize)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_dir", metavar="HF_DIR")
+@click.option("--outfile", help="output GGUF (default: a name from the model's metadata, in HF_DIR)")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "auto"]),
+              default="auto", show_default=True,
+              help="tensor type (auto: bf16 or f16 after the checkpoint's dtype)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+def convert(model_dir, outfile, outtype, quiet):
+    """Convert a Hugging Face checkpoint (llama, qwen2, qwen3, gemma3) to GGUF,
+    as llama.cpp's convert_hf_to_gguf.py does."""
+    import signal
+    from gguf_runtime.convert import convert as convert_checkpoint
+
+    def interrupted(signum, frame):  # a kill (SIGTERM) unwinds like Ctrl-C: temp file removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    out = convert_checkpoint(model_dir, outfile, outtype, quiet)
+    if not quiet:
+        click.echo(str(out), err=True)
+
+
+convert_main = _entry(convert)
