@@ -27,7 +27,13 @@ class Matrix:
         """x in this matrix's activation format, to share with others of the same."""
         return quant_formats.quantize_activations(x, self.qtype)
 
+    # observer(matrix, x), if set, sees every input before its matmul (gguf-imatrix);
+    # unset it costs one attribute test per matmul call, not per token
+    observer = None
+
     def matmul(self, x, out, act=None):
+        if self.observer is not None:
+            self.observer(self, x)
         quant_formats.matmul(x, self.data, self.qtype, out, act)
         if self.bias is not None:
             out += self.bias
