@@ -13,6 +13,8 @@ from numba import njit, prange
 
 from .common import F16_TO_F32
 from .iq_common import grid_from_gguf
+from .iq_quantize_tables import (FLT_MAX, f16_bits, iq1_accumulate, iq1_snap_group,
+                                 iq1_split_codes, nearest_int, search_tables, stable_order)
 
 QTYPE = T.IQ1_M
 BLOCK_SIZE = 256
@@ -122,3 +124,185 @@ def set_finite_scale(blocks, rng):
     for k in range(4):
         nibble = ((bits >> (4 * k)) & 15).astype(np.uint16) << 12
         blocks["scales"][:, k] = (blocks["scales"][:, k] & 0x0FFF) | nibble
+
+
+# --- quantizer ----------------------------------------------------------------
+# ggml-quants.c quantize_row_iq1_m_impl: as IQ1_S per 16 weights, but each half
+# (8 weights) picks its own delta sign, so the split search keeps prefix sums per
+# half and tries the 4 sign pairs; weights default to x^2 without an imatrix; d
+# is refit over the whole block after the 3-bit scales are chosen.
+_GROUP_MAX_EPS_IQ1_M = np.float32(1e-7)
+# x_p and x_m: the three levels with the +delta and the -delta shift.
+_LEVELS = np.array([[-1 + DELTA, DELTA, 1 + DELTA], [-1 - DELTA, -DELTA, 1 - DELTA]], np.float32)
+
+
+def quantize_blocks(x, imatrix):
+    grid, key_map, neighbours = search_tables(QTYPE)
+    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    weights = np.zeros(0, np.float32) if imatrix is None else imatrix
+    _quantize_rows(x, weights, grid, key_map, neighbours, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
+    """imatrix: f32 [n], or empty for ggml's quant_weights == NULL."""
+    for r in prange(x.shape[0]):
+        weight = np.empty(16, np.float32)
+        prefix = np.empty((4, 17), np.float32)  # per half: sums of w x, then of w
+        scales = np.empty(16, np.float32)
+        ints = np.empty((3, 16), np.int32)       # sort order, codes L, shifts
+        for b in range(x.shape[1] // 256):
+            qw = imatrix[256 * b:256 * b + 256]
+            _quantize_block(x[r, 256 * b:256 * b + 256], qw, grid, key_map, neighbours,
+                            weight, prefix, scales, ints, out[r], b * _TYPE_SIZE)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weights(xb, qw, lo, sigma2, weight):
+    for i in range(16):
+        if qw.shape[0]:
+            weight[i] = qw[lo + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+        else:
+            weight[i] = xb[i] * xb[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _group_levels(shift, k):
+    """x_p or x_m for group k of a sub-block: bit 1 of the shift code is the first
+    group's sign, bit 0 the second's (0: +,+  1: +,-  2: -,+  3: -,-)."""
+    return _LEVELS[(shift >> 1) & 1] if k == 0 else _LEVELS[shift & 1]
+
+
+@njit(cache=True, nogil=True)
+def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, ints, out, o):
+    order, L, shifts = ints[0], ints[1], ints[2]
+    sumx2 = np.float32(0.0)
+    for i in range(256):
+        sumx2 += xbl[i] * xbl[i]
+    sigma2 = np.float32(2) * sumx2 / np.float32(256)
+    max_scale = np.float32(0.0)
+    for ib in range(16):
+        xb = xbl[16 * ib:16 * ib + 16]
+        _weights(xb, qw, 16 * ib, sigma2, weight)
+        top = abs(xb[0])
+        for i in range(16):
+            top = max(top, abs(xb[i]))
+        scales[ib], shifts[ib] = 0.0, 0
+        if top < _GROUP_MAX_EPS_IQ1_M:
+            continue
+        stable_order(xb, order)
+        _half_prefix_sums(xb, weight, order, prefix)
+        scale, i1, i2, shift = _best_split(prefix, top)
+        if i1 < 0:
+            continue
+        iq1_split_codes(order, i1, i2, L)
+        if scale < 0:
+            for j in range(16):
+                L[j] = 2 - L[j]
+            scale, shift = -scale, 3 - shift
+        scale = _snap_and_store(xb, weight, L, scale, shift, grid, key_map, neighbours,
+                                out, o, ib)
+        scales[ib], shifts[ib] = scale, shift
+        max_scale = max(max_scale, scale)
+    if max_scale == 0.0:
+        return
+    _store_scales(xbl, qw, sigma2, grid, weight, scales, shifts, max_scale, out, o)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _half_prefix_sums(xb, weight, order, prefix):
+    """prefix[h] (sums of w x) and prefix[2 + h] (sums of w) over the sorted values,
+    counting only those in half h of the 16."""
+    for row in range(4):
+        prefix[row, 0] = 0.0
+    for j in range(16):
+        i = order[j]
+        h = 0 if i < 8 else 1
+        prefix[h, j + 1] = prefix[h, j] + weight[i] * xb[i]
+        prefix[1 - h, j + 1] = prefix[1 - h, j]
+        prefix[2 + h, j + 1] = prefix[2 + h, j] + weight[i]
+        prefix[3 - h, j + 1] = prefix[3 - h, j]
+
+
+@njit(cache=True, nogil=True)
+def _best_split(prefix, top):
+    """(scale, i1, i2, shift code) maximizing sumqx^2 / sumq2 over the splits and the
+    4 sign pairs, in ggml's closed form (T v2 - px[i1] - px[i2]); i1 = -1 if none."""
+    p2, m2 = _LEVELS[0, 2], _LEVELS[1, 2]
+    cp1 = _LEVELS[0, 0] * _LEVELS[0, 0] - _LEVELS[0, 1] * _LEVELS[0, 1]
+    cp2 = _LEVELS[0, 1] * _LEVELS[0, 1] - _LEVELS[0, 2] * _LEVELS[0, 2]
+    cm1 = _LEVELS[1, 0] * _LEVELS[1, 0] - _LEVELS[1, 1] * _LEVELS[1, 1]
+    cm2 = _LEVELS[1, 1] * _LEVELS[1, 1] - _LEVELS[1, 2] * _LEVELS[1, 2]
+    best_score = -FLT_MAX
+    scale = top
+    best = (-1, -1, -1)
+    qx = np.empty(4, np.float32)  # per half: with x_p, with x_m
+    q2 = np.empty(4, np.float32)
+    for i1 in range(17):
+        for i2 in range(i1, 17):
+            for h in range(2):
+                px, pw = prefix[h], prefix[2 + h]
+                sx = px[i1] + px[i2]
+                qx[2 * h] = px[16] * p2 - sx
+                qx[2 * h + 1] = px[16] * m2 - sx
+                q2[2 * h] = pw[16] * p2 * p2 + pw[i1] * cp1 + pw[i2] * cp2
+                q2[2 * h + 1] = pw[16] * m2 * m2 + pw[i1] * cm1 + pw[i2] * cm2
+            for k in range(4):  # k = 2 * (first half uses x_m) + (second half uses x_m)
+                sumqx = qx[k >> 1] + qx[2 + (k & 1)]
+                sumq2 = q2[k >> 1] + q2[2 + (k & 1)]
+                if sumq2 > 0 and sumqx * sumqx > best_score * sumq2:
+                    scale = sumqx / sumq2
+                    best_score = scale * sumqx
+                    best = (i1, i2, k)
+    return scale, best[0], best[1], best[2]
+
+
+@njit(cache=True, nogil=True)
+def _snap_and_store(xb, weight, L, scale, shift, grid, key_map, neighbours, out, o, ib):
+    """Both groups' grid indices into qs / qh; the scale refit if one was off the grid."""
+    index0, on_grid0 = iq1_snap_group(L, xb, weight, 0, scale, _group_levels(shift, 0),
+                                      grid, key_map, neighbours)
+    index1, on_grid1 = iq1_snap_group(L, xb, weight, 8, scale, _group_levels(shift, 1),
+                                      grid, key_map, neighbours)
+    if not (on_grid0 and on_grid1):
+        sumqx, sumq2 = iq1_accumulate(grid, index0, xb, weight, 0, _group_levels(shift, 0),
+                                      np.float32(1.0), np.float32(0.0), np.float32(0.0))
+        sumqx, sumq2 = iq1_accumulate(grid, index1, xb, weight, 8, _group_levels(shift, 1),
+                                      np.float32(1.0), sumqx, sumq2)
+        if sumqx > 0 and sumq2 > 0:
+            scale = sumqx / sumq2
+    out[o + 2 * ib] = index0 & 255
+    out[o + 2 * ib + 1] = index1 & 255
+    out[o + 32 + ib] = (index0 >> 8) | ((index1 >> 8) << 4)
+    return scale
+
+
+@njit(cache=True, nogil=True)
+def _store_scales(xbl, qw, sigma2, grid, weight, scales, shifts, max_scale, out, o):
+    """3-bit scales, delta-sign bits, then d refit to the chosen levels (ggml's tail
+    of quantize_row_iq1_m_impl) and spread over the scale words' top nibbles."""
+    d = max_scale / np.float32(15)
+    inv_d = np.float32(1.0) / d
+    sumqx = np.float32(0.0)
+    sumq2 = np.float32(0.0)
+    words = np.zeros(4, np.int32)
+    for ib in range(16):
+        level = max(0, min(7, nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))))
+        words[ib // 4] |= level << (3 * (ib % 4))
+        out[o + 32 + ib] |= (0x08 if shifts[ib] & 2 else 0) | (0x80 if shifts[ib] & 1 else 0)
+        xb = xbl[16 * ib:16 * ib + 16]
+        _weights(xb, qw, 16 * ib, sigma2, weight)
+        qh = np.int32(out[o + 32 + ib])
+        for k in range(2):
+            grid_index = np.int32(out[o + 2 * ib + k]) | ((qh << (8 - 4 * k)) & 0x700)
+            sumqx, sumq2 = iq1_accumulate(grid, grid_index, xb, weight, 8 * k,
+                                          _group_levels(shifts[ib], k),
+                                          np.float32(2 * level + 1), sumqx, sumq2)
+    if sumq2 > 0:
+        d = sumqx / sumq2
+    bits = f16_bits(d * np.float32(1.1125))
+    for k in range(4):
+        words[k] |= ((bits >> (4 * k)) & 15) << 12
+        out[o + 48 + 2 * k] = words[k] & 255
+        out[o + 49 + 2 * k] = (words[k] >> 8) & 255

@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
-from .iq_quantize_tables import (even_signs, f16_bits, key_of, make_qp_quants, nearest_int, put_u16,
+from .iq_quantize_tables import (even_signs, f16_bits, key_of, nearest_int, put_u16,
                                  search_tables, snap_to_grid, weighted_sums)
 
 QTYPE = T.IQ2_XXS
@@ -198,3 +198,64 @@ def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
             scale = sumqx / sumq2
     return scale, False
 
+
+@njit(cache=True, nogil=True)
+def make_qp_quants(n, nmax, x, L, quant_weights):
+    """ggml-quants.c make_qp_quants: the scale of non-negative levels 0..nmax for
+    x[:n] under quant_weights (ggml stores L as uint8: L holds the same bytes' values
+    as int, so a negative level reads back as 256 + level where ggml reads it)."""
+    top = np.float32(0.0)
+    for i in range(n):
+        top = max(top, x[i])
+    if top < np.float32(1e-15):  # GROUP_MAX_EPS
+        L[:n] = 0
+        return np.float32(0.0)
+    nmax_f = np.float32(nmax)
+    iscale = nmax_f / top
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 255
+    scale = np.float32(1.0) / iscale
+    best_mse = np.float32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        best_mse += quant_weights[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_step = (np.float32(0.1) * np.float32(step) + nmax_f) / top
+        scale_step = np.float32(1.0) / iscale_step
+        mse = np.float32(0.0)
+        for i in range(n):
+            level = min(nmax, nearest_int(iscale_step * x[i]))
+            diff = x[i] - scale_step * np.float32(level)
+            mse += quant_weights[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_step
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        level = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = level & 255
+        w = quant_weights[i]
+        sumlx += w * x[i] * np.float32(level)
+        suml2 += w * np.float32(level) * np.float32(level)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            slx = sumlx - w * x[i] * np.float32(L[i])
+            sl2 = suml2 - w * np.float32(L[i]) * np.float32(L[i])
+            if slx > 0 and sl2 > 0:
+                new_level = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_level != L[i]:
+                    slx += w * x[i] * np.float32(new_level)
+                    sl2 += w * np.float32(new_level) * np.float32(new_level)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_level & 255
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if not n_changed:
+            break
+    return sumlx / suml2 if suml2 > 0.0 else np.float32(0.0)

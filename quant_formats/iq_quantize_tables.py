@@ -231,68 +231,6 @@ def stable_order(values, order):
         order[k] = moving
 
 
-@njit(cache=True, nogil=True)
-def make_qp_quants(n, nmax, x, L, quant_weights):
-    """ggml-quants.c make_qp_quants: the scale of non-negative levels 0..nmax for
-    x[:n] under quant_weights (ggml stores L as uint8: L holds the same bytes' values
-    as int, so a negative level reads back as 256 + level where ggml reads it)."""
-    top = np.float32(0.0)
-    for i in range(n):
-        top = max(top, x[i])
-    if top < np.float32(1e-15):  # GROUP_MAX_EPS
-        L[:n] = 0
-        return np.float32(0.0)
-    nmax_f = np.float32(nmax)
-    iscale = nmax_f / top
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i]) & 255
-    scale = np.float32(1.0) / iscale
-    best_mse = np.float32(0.0)
-    for i in range(n):
-        diff = x[i] - scale * np.float32(L[i])
-        best_mse += quant_weights[i] * diff * diff
-    for step in range(-4, 5):
-        if step == 0:
-            continue
-        iscale_step = (np.float32(0.1) * np.float32(step) + nmax_f) / top
-        scale_step = np.float32(1.0) / iscale_step
-        mse = np.float32(0.0)
-        for i in range(n):
-            level = min(nmax, nearest_int(iscale_step * x[i]))
-            diff = x[i] - scale_step * np.float32(level)
-            mse += quant_weights[i] * diff * diff
-        if mse < best_mse:
-            best_mse = mse
-            iscale = iscale_step
-    sumlx = np.float32(0.0)
-    suml2 = np.float32(0.0)
-    for i in range(n):
-        level = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = level & 255
-        w = quant_weights[i]
-        sumlx += w * x[i] * np.float32(level)
-        suml2 += w * np.float32(level) * np.float32(level)
-    for _ in range(5):
-        n_changed = 0
-        for i in range(n):
-            w = quant_weights[i]
-            slx = sumlx - w * x[i] * np.float32(L[i])
-            sl2 = suml2 - w * np.float32(L[i]) * np.float32(L[i])
-            if slx > 0 and sl2 > 0:
-                new_level = min(nmax, nearest_int(x[i] * sl2 / slx))
-                if new_level != L[i]:
-                    slx += w * x[i] * np.float32(new_level)
-                    sl2 += w * np.float32(new_level) * np.float32(new_level)
-                    if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_level & 255
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if not n_changed:
-            break
-    return sumlx / suml2 if suml2 > 0.0 else np.float32(0.0)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L):
     """Codes of xval[lo:lo+8] * inv_scale (levels 0..2) into L, replaced by the best
@@ -382,3 +320,32 @@ def even_signs(xb, weight, xval, n_groups):
             s ^= 1 << (imin - 8 * k)
         packed |= (s & 127) << (7 * k)
     return packed
+
+
+@njit(cache=True, nogil=True)
+def iq1_snap_group(L, xb, weight, lo, scale, levels, grid, key_map, neighbours):
+    """(grid index, on grid) for the codes L[lo:lo+8] of IQ1_S/IQ1_M; off the grid,
+    iq1_find_best_neighbour2's choice (its codes replace L's)."""
+    entry = key_map[key_of(L, lo)]
+    if entry >= 0:
+        return entry, True
+    return iq1_find_best_neighbour2(neighbours, entry, grid, xb, weight, lo, scale,
+                                    levels, L), False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def iq1_accumulate(grid, grid_index, xb, weight, lo, levels, factor, sumqx, sumq2):
+    """sumqx, sumq2 plus one group's w q x and w q q, q = level * factor, in ggml's order."""
+    for j in range(8):
+        w = weight[lo + j]
+        q = levels[(np.int32(grid[grid_index, j]) - 1) // 2] * factor
+        sumqx += w * q * xb[lo + j]
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def iq1_split_codes(order, i1, i2, L):
+    """Codes 0 / 1 / 2 for the sorted positions below i1 / below i2 / the rest."""
+    for j in range(order.shape[0]):
+        L[order[j]] = 0 if j < i1 else (1 if j < i2 else 2)
