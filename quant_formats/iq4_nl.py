@@ -96,3 +96,121 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- Quantizer: ggml-quants.c quantize_iq4_nl -> quantize_row_iq4_nl_impl(32, 32, ..., ntry 7) ---
+# ggml_quantize_chunk takes this path with or without an imatrix (without one the
+# errors are weighted by x^2); the ntry = -1 _ref path is not what it calls.
+# IQ4_XS runs the same per-32 search (best_block_scale) on its sub-blocks.
+_KVALUES_F32 = KVALUES_IQ4NL.astype(np.float32)
+_GROUP_MAX_EPS = np.float32(1e-15)
+_N_TRY = 7  # inverse scales (itry + kvalues[0]) / max, |itry| <= 7
+
+
+# best_index_int8's bisection ends at hi = the first index whose kvalue is > x. The
+# kvalues are integers, so for x in [n, n + 1) that is the first kvalue > n: one
+# table load by floor(x) instead of four unpredictable branches.
+_FIRST_ABOVE = np.searchsorted(KVALUES_IQ4NL.astype(np.int32),
+                               np.arange(int(KVALUES_IQ4NL[0]), int(KVALUES_IQ4NL[15])),
+                               side="right").astype(np.int32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def best_index_int8(x):
+    """ggml-quants.c best_index_int8 over kvalues_iq4nl: the index of the nearest
+    kvalue, the lower one unless strictly farther in f32 (NaN gives 15, as C)."""
+    if x <= _KVALUES_F32[0]:
+        return 0
+    if not x < _KVALUES_F32[15]:
+        return 15
+    hi = _FIRST_ABOVE[np.int32(np.floor(x)) - np.int32(KVALUES_IQ4NL[0])]
+    return hi - 1 if x - _KVALUES_F32[hi - 1] < _KVALUES_F32[hi] - x else hi
+
+
+@njit(cache=True, nogil=True)
+def block_weights(row, o, quant_weights, sigma2, weight):
+    """weight = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2."""
+    for j in range(32):
+        x = row[o + j]
+        if quant_weights.shape[0] > 0:
+            weight[j] = quant_weights[o + j] * np.sqrt(sigma2 + x * x)
+        else:
+            weight[j] = x * x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fit_sums(row, o, weight, inv_scale):
+    """sum w q x and sum w q^2 with q the kvalue nearest inv_scale * x."""
+    sumqx = np.float32(0.0)
+    sumq2 = np.float32(0.0)
+    for j in range(32):
+        x = row[o + j]
+        q = _KVALUES_F32[best_index_int8(inv_scale * x)]
+        w = weight[j]
+        sumqx += w * q * x
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@njit(cache=True, nogil=True)
+def best_block_scale(row, o, weight):
+    """The scale of the 32 weights at row[o] (quantize_row_iq4_nl_impl's per-block
+    search): least-squares fits at the inverse scales kvalues[0] / -max and
+    (itry + kvalues[0]) / max, the best weighted fit kept; 0 for an all-zero block."""
+    amax = np.float32(0.0)
+    xmax = np.float32(0.0)
+    for j in range(32):
+        ax = abs(row[o + j])
+        if ax > amax:
+            amax = ax
+            xmax = row[o + j]
+    if amax < _GROUP_MAX_EPS:
+        return np.float32(0.0)
+    d = -xmax / _KVALUES_F32[0]
+    sumqx, sumq2 = _fit_sums(row, o, weight, np.float32(1.0) / d)
+    d = sumqx / sumq2 if sumq2 > 0 else np.float32(0.0)
+    best = d * sumqx
+    for itry in range(-_N_TRY, _N_TRY + 1):
+        inv_scale = np.float32(itry + np.int32(KVALUES_IQ4NL[0])) / xmax
+        sumqx, sumq2 = _fit_sums(row, o, weight, inv_scale)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            d = sumqx / sumq2
+            best = d * sumqx
+    return d
+
+
+@njit(cache=True, nogil=True)
+def store_indices(row, o, inv_scale, out, at):
+    """The 32 weights at row[o] as nibbles of the kvalue nearest inv_scale * x,
+    16 bytes at out[at]: weight j low, weight j + 16 high."""
+    for j in range(16):
+        low = best_index_int8(inv_scale * row[o + j])
+        high = best_index_int8(inv_scale * row[o + 16 + j])
+        out[at + j] = low | (high << 4)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, quant_weights, d_out, out):
+    for r in prange(x.shape[0]):
+        row = x[r]
+        weight = np.empty(32, np.float32)
+        for b in range(x.shape[1] // 32):
+            o = 32 * b
+            sigma2 = np.float32(0.0)
+            for j in range(32):
+                sigma2 += row[o + j] * row[o + j]
+            sigma2 *= np.float32(2.0 / 32)
+            block_weights(row, o, quant_weights, sigma2, weight)
+            d = best_block_scale(row, o, weight)
+            d_out[r, b] = d
+            store_indices(row, o, np.float32(1.0) / d if d != 0 else np.float32(0.0),
+                          out[r], b * _TYPE_SIZE + 2)
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> IQ4_NL bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
+    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
+    d = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
+    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
+    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    return out

@@ -12,6 +12,8 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
+from .iq3_quantize_tables import nearest_int
+from .iq4_nl import best_block_scale, block_weights, store_indices
 from .iq_common import KVALUES_IQ4NL
 
 QTYPE = T.IQ4_XS
@@ -98,3 +100,63 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- Quantizer: ggml-quants.c quantize_iq4_xs -> quantize_row_iq4_nl_impl(256, 32, ..., ntry 7) ---
+# With or without an imatrix (without: errors weighted by x^2). Each sub-block's
+# scale is searched as IQ4_NL's block scale; then d = -max_scale / 32 and each
+# sub-block gets the 6-bit ls - 32 = nearest_int(scale / d), its weights the
+# kvalues nearest x / (d (ls - 32)).
+
+
+@njit(cache=True, nogil=True)
+def _quantize_super_block(row, o, quant_weights, weight, scales, out, ob):
+    """One block of 256 at row[o] into out[ob:ob+136] except d; returns d (f32)."""
+    sigma2 = np.float32(0.0)
+    for j in range(256):
+        sigma2 += row[o + j] * row[o + j]
+    sigma2 *= np.float32(2.0 / 256)
+    max_scale = np.float32(0.0)
+    amax_scale = np.float32(0.0)
+    for ib in range(8):
+        block_weights(row, o + 32 * ib, quant_weights, sigma2, weight)
+        scales[ib] = best_block_scale(row, o + 32 * ib, weight)
+        if abs(scales[ib]) > amax_scale:
+            amax_scale = abs(scales[ib])
+            max_scale = scales[ib]
+    d = -max_scale / np.float32(32.0)
+    inv_d = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+    scales_h = 0
+    for ib in range(8):
+        ls = max(-32, min(31, nearest_int(inv_d * scales[ib])))
+        dl = d * np.float32(ls)
+        store_indices(row, o + 32 * ib, np.float32(1.0) / dl if dl != 0 else np.float32(0.0),
+                      out, ob + 8 + 16 * ib)
+        ls += 32
+        if ib % 2 == 0:
+            out[ob + 4 + ib // 2] = ls & 15
+        else:
+            out[ob + 4 + ib // 2] |= (ls & 15) << 4
+        scales_h |= (ls >> 4) << (2 * ib)
+    out[ob + 2] = scales_h & 255
+    out[ob + 3] = scales_h >> 8
+    return d
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, quant_weights, d_out, out):
+    for r in prange(x.shape[0]):
+        weight = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        for b in range(x.shape[1] // 256):
+            d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, weight, scales,
+                                                out[r], b * _TYPE_SIZE)
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> IQ4_XS bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
+    out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
+    d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
+    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
+    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    return out
