@@ -232,3 +232,26 @@ def convert(model_dir, outfile, outtype, quiet):
 
 
 convert_main = _entry(convert)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", required=True, help="GGUF file, or a known name (gguf-pull)")
+@click.option("-f", "--file", "text_file", required=True, type=click.Path(dir_okay=False),
+              help="text to compute the importance matrix on")
+@click.option("-o", "--output", default="imatrix.gguf", show_default=True,
+              help="output file (written to a temporary file beside it, then renamed)")
+@click.option("-c", "--ctx-size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="tokens per chunk")
+@click.option("--chunks", type=int, default=-1, help="process at most this many chunks")
+@click.option("--output-format", type=click.Choice(["gguf", "dat"]), default="gguf",
+              show_default=True, help="llama-imatrix's GGUF format or its legacy .dat")
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="threads (default: cores)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+def imatrix(model, text_file, output, ctx_size, chunks, output_format, threads, quiet):
+    """Compute an importance matrix for gguf-quantize, as llama-imatrix does."""
+    from gguf_runtime.imatrix_collect import run as run_imatrix
+    run_imatrix(model, text_file, output, n_ctx=ctx_size, n_chunks=chunks,
+                output_format=output_format, quiet=quiet, n_threads=threads)
+
+
+imatrix_main = _entry(imatrix)
