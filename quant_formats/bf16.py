@@ -66,7 +66,7 @@ def dequantize(qs, d, sums):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _to_bf16_bits(x, out):
     """ggml.c ggml_fp32_to_bf16_row_ref: ggml_compute_fp32_to_bf16 per value."""
     for r in prange(x.shape[0]):

@@ -62,7 +62,7 @@ def dequantize(qs, d, sums):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _to_f16_bits(x, out):
     """ggml.c ggml_fp32_to_fp16_row: GGML_FP32_TO_FP16 per value (NaN -> 0x7E00)."""
     for r in prange(x.shape[0]):

@@ -83,7 +83,7 @@ def block_offsets(w):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_ref(x, dst):
     """ggml-quants.c quantize_row_q4_1_ref: d = (max - min)/15, m = min,
     q = MIN(15, (int8_t)((x - min)/d + 0.5f))."""
@@ -106,7 +106,7 @@ def _quantize_row_ref(x, dst):
         store_nibbles(dst, b * _TYPE_SIZE + 4, L)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_impl(x, imatrix, dst):
     """ggml-quants.c quantize_row_q4_1_impl: make_qkx3_quants(nmax 15, -0.9, 0.05,
     36 steps) weighted by imatrix * sqrt(sigma2 + x^2)."""
@@ -123,7 +123,7 @@ def _quantize_row_impl(x, imatrix, dst):
         store_nibbles(dst, b * _TYPE_SIZE + 4, L)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
     for r in prange(x.shape[0]):
         if imatrix.shape[0] == 0:

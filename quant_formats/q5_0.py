@@ -7,7 +7,8 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at, u32_at
-from .quantize_common import (c_int, low_byte_signed, make_qx_quants, row_sigma2,
+from .quantize_common import (c_int, low_byte_signed, make_qx_quants, qx_scratch,
+                              row_sigma2,
                               sigma2_weights, store_f16, store_five_bits)
 
 QTYPE = T.Q5_0
@@ -71,7 +72,7 @@ def matmul_kernel(w, qs, d, sums, out):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_ref(x, dst):
     """ggml-quants.c quantize_row_q5_0_ref: d = max/-16 (max the value of largest
     magnitude, first one on ties), q = MIN(31, (int8_t)(x/d + 16.5f))."""
@@ -92,22 +93,23 @@ def _quantize_row_ref(x, dst):
         store_five_bits(dst, b * _TYPE_SIZE + 2, b * _TYPE_SIZE + 6, L)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_impl(x, imatrix, dst):
     """ggml-quants.c quantize_row_q5_0_impl: make_qx_quants(nmax 16) weighted by
     imatrix * sqrt(sigma2 + x^2)."""
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.int8)
+    scratch = qx_scratch()
     sigma2 = row_sigma2(x)
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d = make_qx_quants(16, xb, L, 1, weight)
+        d = make_qx_quants(16, xb, L, 1, weight, scratch)
         store_f16(dst, b * _TYPE_SIZE, d)
         store_five_bits(dst, b * _TYPE_SIZE + 2, b * _TYPE_SIZE + 6, L)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
     for r in prange(x.shape[0]):
         if imatrix.shape[0] == 0:

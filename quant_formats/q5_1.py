@@ -67,7 +67,7 @@ def block_offsets(w):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_ref(x, dst):
     """ggml-quants.c quantize_row_q5_1_ref: d = (max - min)/31, m = min,
     q = (uint8_t)((x - min)/d + 0.5f), unclamped."""
@@ -90,7 +90,7 @@ def _quantize_row_ref(x, dst):
         store_five_bits(dst, b * _TYPE_SIZE + 4, b * _TYPE_SIZE + 8, L)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row_impl(x, imatrix, dst):
     """ggml-quants.c quantize_row_q5_1_impl: make_qkx3_quants(nmax 31, -0.9, 0.05,
     36 steps) weighted by imatrix * sqrt(sigma2 + x^2)."""
@@ -107,7 +107,7 @@ def _quantize_row_impl(x, imatrix, dst):
         store_five_bits(dst, b * _TYPE_SIZE + 4, b * _TYPE_SIZE + 8, L)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
     for r in prange(x.shape[0]):
         if imatrix.shape[0] == 0:

@@ -105,7 +105,7 @@ def dequantize(qs, d, sums):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows_ref(x, out):
     """ggml-quants.c quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d) (no imatrix:
     quantize_q8_0 ignores it). Unlike the activation path above, rounding is half
@@ -114,8 +114,9 @@ def _quantize_rows_ref(x, out):
         row, dst = x[r], out[r]
         for b in range(x.shape[1] // 32):
             amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(row[b * 32 + j]))
+            for j in range(32):  # C's MAX(a, b): a > b ? a : b, which NaN steers
+                v = abs(row[b * 32 + j])
+                amax = amax if amax > v else v
             d = amax / np.float32(127.0)
             inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
             o = b * _TYPE_SIZE

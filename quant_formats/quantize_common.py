@@ -24,30 +24,30 @@ GROUP_MAX_EPS = np.float32(1e-15)        # ggml-quants.c GROUP_MAX_EPS
 _INT_MIN = -2147483648
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def f32_bits(x):
     return np.int64(np.float32(x).view(np.uint32))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def f32_from_bits(bits):
     return np.uint32(bits & 0xFFFFFFFF).view(np.float32)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def nearest_int(fval):
     """ggml-quants.c nearest_int: the float sum's mantissa holds the rounded value."""
     return np.int32((f32_bits(np.float32(fval) + _MAGIC) & 0x007FFFFF) - 0x00400000)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def round_away(x):
     """roundf as float32. x + 0.5 is exact in float64 for every float32 x, so the
     float64 floor is the correctly rounded half-away-from-zero result."""
     return np.float32(math.copysign(math.floor(abs(np.float64(x)) + 0.5), x))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def c_int(x):
     """(int)x for a float32 x, as x86's cvttss2si: NaN and out of range give INT_MIN.
     A further (int8_t)/(uint8_t) cast is the low byte of this."""
@@ -56,14 +56,14 @@ def c_int(x):
     return np.int32(_INT_MIN)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def low_byte_signed(i):
     """(int8_t) of an int: its low byte, sign-extended."""
     b = np.int32(i) & 0xFF
     return b - 256 * (b >> 7)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fp16_bits(f):
     """GGML_FP32_TO_FP16: round to nearest even by adding a power of two that pushes
     the dropped bits out of the float32 mantissa (ggml-impl.h)."""
@@ -83,7 +83,7 @@ def fp16_bits(f):
     return ((sign >> 16) | nonsign) & 0xFFFF
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def bf16_bits(f):
     """ggml_compute_fp32_to_bf16: round to nearest even; NaN kept, made quiet."""
     u = f32_bits(f)
@@ -92,7 +92,7 @@ def bf16_bits(f):
     return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def store_f16(out, offset, x):
     """x rounded to f16, little-endian at out[offset]."""
     bits = fp16_bits(x)
@@ -100,14 +100,14 @@ def store_f16(out, offset, x):
     out[offset + 1] = np.uint8(bits >> 8)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def store_nibbles(out, offset, L):
     """16 bytes: L[j] low nibble, L[j + 16] high nibble (Q4_0, Q4_1)."""
     for j in range(16):
         out[offset + j] = np.uint8((np.int32(L[j]) & 0x0F) | ((np.int32(L[j + 16]) & 0x0F) << 4))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def store_five_bits(out, qh_offset, qs_offset, L):
     """Q5_0/Q5_1: low nibbles as store_nibbles, bit 4 of L[j] into bit j of the
     little-endian uint32 qh."""
@@ -119,7 +119,7 @@ def store_five_bits(out, qh_offset, qs_offset, L):
     store_nibbles(out, qs_offset, L)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def row_sigma2(x):
     """sum(x^2) / n in float32, summed in order (quantize_row_q4_0_impl etc.)."""
     sum_x2 = np.float32(0.0)
@@ -128,14 +128,14 @@ def row_sigma2(x):
     return sum_x2 / np.float32(x.shape[0])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sigma2_weights(xb, qw, sigma2, weight):
     """weight[j] = qw[j] * sqrtf(sigma2 + xb[j]^2) (the Q4_0..Q5_1 _impl weighting)."""
     for j in range(xb.shape[0]):
         weight[j] = qw[j] * np.float32(math.sqrt(sigma2 + xb[j] * xb[j]))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _qx_weight(x, qw, i, rmse_type):
     """make_qx_quants' per-element weight: qw[i], else chosen by rmse_type."""
     if qw.shape[0] > 0:
@@ -149,7 +149,7 @@ def _qx_weight(x, qw, i, rmse_type):
     return np.float32(math.sqrt(abs(x[i])))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _qx_sums(x, qw, nmax, iscale, rmse_type):
     """sum w*x*l and sum w*l*l for the quants l = clamp(nearest_int(iscale*x))."""
     sumlx = np.float32(0.0)
@@ -163,17 +163,43 @@ def _qx_sums(x, qw, nmax, iscale, rmse_type):
     return sumlx, suml2
 
 
-@njit(cache=True, nogil=True, inline="always")
+# make_qx_quants' 18 trial scales (is = -9..-1, 1..9) are summed side by side: each
+# trial's sums still add the elements in order, so the floats are C's, but the 36
+# independent chains overlap instead of each waiting on its own add latency.
+QX_TRIALS = 18
+
+
+@njit(cache=True, nogil=True)
+def qx_scratch():
+    """Scratch for make_qx_quants: f32 [3, QX_TRIALS] (iscales, sumlx, suml2)."""
+    return np.empty((3, QX_TRIALS), np.float32)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _qx_trial_sums(x, qw, nmax, rmse_type, iscales, sumlx, suml2):
+    sumlx[:] = 0
+    suml2[:] = 0
+    for i in range(x.shape[0]):
+        w = _qx_weight(x, qw, i, rmse_type)
+        wx = w * x[i]  # C's w*x[i]*l is (w*x[i])*l
+        for k in range(QX_TRIALS):
+            fl = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscales[k] * x[i]))))
+            sumlx[k] += wx * fl
+            suml2[k] += w * fl * fl
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _qx_store(x, L, nmax, iscale):
     for i in range(x.shape[0]):
         L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
 
 
-@njit(cache=True, nogil=True)
-def make_qx_quants(nmax, x, L, rmse_type, qw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def make_qx_quants(nmax, x, L, rmse_type, qw, scratch):
     """ggml-quants.c make_qx_quants: symmetric quants L in [0, 2*nmax) and the scale,
     trying iscale = -(nmax + 0.1*is)/max for is in -9..9 and keeping the best
-    weighted fit. qw of length 0 means no weights (then rmse_type picks them)."""
+    weighted fit. qw of length 0 means no weights (then rmse_type picks them);
+    scratch from qx_scratch()."""
     amax = np.float32(0.0)
     xmax = np.float32(0.0)
     for i in range(x.shape[0]):
@@ -186,37 +212,37 @@ def make_qx_quants(nmax, x, L, rmse_type, qw):
             L[i] = 0
         return np.float32(0.0)
     iscale = np.float32(-nmax) / xmax
+    _qx_store(x, L, nmax, iscale)
     if rmse_type == 0:
-        _qx_store(x, L, nmax, iscale)
         return np.float32(1.0) / iscale
     return_early = rmse_type < 0
     rmse_type = abs(rmse_type)
-    _qx_store(x, L, nmax, iscale)
     sumlx, suml2 = _qx_sums(x, qw, nmax, iscale, rmse_type)
     scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
     if return_early:
         if suml2 > 0:
             return np.float32(0.5) * (scale + np.float32(1.0) / iscale)
         return np.float32(1.0) / iscale
+    iscales, trial_lx, trial_l2 = scratch[0], scratch[1], scratch[2]
+    for k in range(QX_TRIALS):
+        step = k - 9 if k < 9 else k - 8
+        iscales[k] = -(np.float32(nmax) + np.float32(0.1) * np.float32(step)) / xmax
+    _qx_trial_sums(x, qw, nmax, rmse_type, iscales, trial_lx, trial_l2)
     best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -(np.float32(nmax) + np.float32(0.1) * np.float32(step)) / xmax
-        sumlx, suml2 = _qx_sums(x, qw, nmax, iscale, rmse_type)
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            _qx_store(x, L, nmax, iscale)
-            scale = sumlx / suml2
-            best = scale * sumlx
+    for k in range(QX_TRIALS):  # accept in C's order: each test uses the best so far
+        if trial_l2[k] > 0 and trial_lx[k] * trial_lx[k] > best * trial_l2[k]:
+            _qx_store(x, L, nmax, iscales[k])
+            scale = trial_lx[k] / trial_l2[k]
+            best = scale * trial_lx[k]
     return scale
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _qkx3_weight(x, weights, i):
     return weights[i] if weights.shape[0] > 0 else x[i] * x[i]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _qkx3_error(x, weights, L, scale, the_min, use_mad):
     """sum w * |scale*L + min - x| (use_mad) or w * (...)^2."""
     err = np.float32(0.0)
@@ -227,7 +253,7 @@ def _qkx3_error(x, weights, L, scale, the_min, use_mad):
     return err
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def make_qkx3_quants(nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml-quants.c make_qkx3_quants: asymmetric quants L in [0, nmax] with scale
     and offset, searching iscale = (rmin + rdelta*is + nmax)/(max - min), is in
