@@ -50,6 +50,20 @@ def input_sets(rng):
     return {"real": real_rows(), "gauss": gauss, "edge": edge}
 
 
+def sparse_rows(rng):
+    """Mostly-zero rows (pruned weights, unused embedding columns) and extreme scales:
+    blocks whose weighted sums vanish, scales that round to 0 or overflow in f16.
+    Its own generator, so the sets above keep their values."""
+    x = np.zeros((6, 512), np.float32)
+    for r in range(3):                                     # 1, 2 and 3 nonzeros
+        x[r, rng.choice(512, r + 1, replace=False)] = rng.standard_normal(r + 1)
+    x[3] = rng.standard_normal(512) * 1e-30                # scales below f16's range
+    x[4] = rng.standard_normal(512) * 3e4                  # values beyond f16's range
+    x[5] = rng.standard_normal(512)
+    x[5].reshape(-1, 32)[::2] = 0.0                        # every other block zero
+    return x
+
+
 def quantize_chunk(lib, qtype, x, imatrix):
     rows, n = x.shape
     block, size = GGML_QUANT_SIZES[qtype]
@@ -64,6 +78,7 @@ def quantize_chunk(lib, qtype, x, imatrix):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lib", default=Path.home() / ".cache/llama.cpp-ref/bin", type=Path)
+    parser.add_argument("--out", default=HERE / "quantizer_refs.npz", type=Path)
     args = parser.parse_args()
     lib = ctypes.CDLL(str(args.lib / "libggml-base.so"))
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
@@ -73,16 +88,20 @@ def main():
     lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
     rng = np.random.default_rng(20261130)
     arrays = {}
-    for name, x in input_sets(rng).items():
+    sets = input_sets(rng)
+    sets["sparse"] = sparse_rows(np.random.default_rng(20261131))
+    for name, x in sets.items():
         imatrix = np.exp(rng.standard_normal(x.shape[1])).astype(np.float32)
         imatrix[rng.choice(x.shape[1], 8, replace=False)] = 0.0
+        if name == "sparse":
+            imatrix[32:64] = 0.0                           # a never-activated block
         arrays[f"input/{name}"], arrays[f"imatrix/{name}"] = x, imatrix
         for qtype in TYPES:
             if not lib.ggml_quantize_requires_imatrix(int(qtype)):
                 arrays[f"{qtype.name}/{name}/none"] = quantize_chunk(lib, qtype, x, None)
             arrays[f"{qtype.name}/{name}/imatrix"] = quantize_chunk(lib, qtype, x, imatrix)
         print(name, x.shape, flush=True)
-    np.savez_compressed(HERE / "quantizer_refs.npz", **arrays)
+    np.savez_compressed(args.out, **arrays)
 
 
 if __name__ == "__main__":
