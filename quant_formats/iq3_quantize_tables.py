@@ -12,6 +12,10 @@ weighted errors wins.
 
 The tables are built from the format's grid (gguf-py's, via iq_common) once
 per process, on the first quantize call, and passed to the kernels as arrays.
+
+The quantizer kernels of the IQ3/IQ4 modules compile with error_model="numpy":
+a float division by zero gives inf/NaN as in C (an infinite input makes
+ggml compute 1/0) instead of raising ZeroDivisionError.
 """
 import threading
 
@@ -68,14 +72,14 @@ def search_tables(grid: np.ndarray):
         return _tables[key]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def nearest_int(fval):
     """ggml-quants.c nearest_int: the mantissa of fval + 1.5 * 2^23, round half to even."""
     bits = np.int64(np.float32(np.float32(fval) + _MAGIC).view(np.uint32))
     return np.int32((bits & 0x007FFFFF) - 0x00400000)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def best_neighbour(neighbours, start, points, xval, waux, o, scale, L):
     """ggml-quants.c iq3_find_best_neighbour: of the neighbours listed at start, the
     grid point with the least sum waux * (scale * q - xval)^2 over xval[o:o+4]
@@ -96,7 +100,7 @@ def best_neighbour(neighbours, start, points, xval, waux, o, scale, L):
     return best
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def snap_group(k, inv_scale, scale, xval, waux, L, points, kmap, neighbours):
     """Group k's levels clamp(nearest_int(0.5 (inv_scale x - 1)), 0, 7) into L[4k:4k+4],
     replaced by the best neighbour's (weighted at `scale`) when off the grid.
@@ -113,7 +117,7 @@ def snap_group(k, inv_scale, scale, xval, waux, L, points, kmap, neighbours):
     return best_neighbour(neighbours, -g - 1, points, xval, waux, 4 * k, scale, L), False
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def level_sums(weight, xval, L):
     """sum w x q and sum w q^2 with q = 2 L + 1, in the C order."""
     sumqx = np.float32(0.0)
@@ -126,7 +130,7 @@ def level_sums(weight, xval, L):
     return sumqx, sumq2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def search_sub_block(xval, xmax, weight, waux, L, Laux, on_grid, on_grid_aux,
                      n_steps, tables, refine_on_grid):
     """The scale search of quantize_row_iq3_{xxs,s}_impl for 32 |x| values with
@@ -165,7 +169,7 @@ def search_sub_block(xval, xmax, weight, waux, L, Laux, on_grid, on_grid_aux,
     return scale
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sub_block_weights(row, o, quant_weights, sigma2, weight, waux):
     """weight = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2;
     waux = sqrtf(weight) (quantize_row_iq3_{xxs,s}_impl)."""
@@ -178,7 +182,7 @@ def sub_block_weights(row, o, quant_weights, sigma2, weight, waux):
         waux[i] = np.sqrt(weight[i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def super_block_sigma2(row, o):
     """2 * sum(x^2) / 256 over the super-block at row[o], summed in order."""
     sumx2 = np.float32(0.0)
@@ -187,7 +191,7 @@ def super_block_sigma2(row, o):
     return np.float32(2.0) * sumx2 / np.float32(256.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sub_block_scale_code(inv_d, scale):
     """4-bit scale: clamp(nearest_int(0.5 (scale / d - 1)), 0, 15)."""
     return max(0, min(15, nearest_int(np.float32(0.5) * (inv_d * scale - np.float32(1.0)))))

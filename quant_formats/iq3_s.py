@@ -115,7 +115,7 @@ _SEARCH_STEPS = 9               # inverse scales (15 + 0.2 is) / max, |is| <= 9
 _D_FUDGE = np.float32(1.033)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _abs_and_signs(row, o, xval, out, signs_at):
     """xval = |x| of the sub-block at row[o]; bit i of out[signs_at + k] set where
     x[8k + i] < 0. Returns max(xval) as C's MAX loop."""
@@ -135,7 +135,7 @@ def _abs_and_signs(row, o, xval, out, signs_at):
     return xmax
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, levels, on_grid):
     """One block of 256 at row[o] into out[ob:ob+110] except d; returns d (f32).
 
@@ -183,7 +183,7 @@ def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, level
     return d * _D_FUDGE
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, quant_weights, tables, d_out, out):
     n_blocks = x.shape[1] // 256
     for r in prange(x.shape[0]):
@@ -201,5 +201,6 @@ def quantize_blocks(x, imatrix):
     d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
     weights = np.empty(0, np.float32) if imatrix is None else imatrix
     _quantize_rows(x, weights, search_tables(GRID), d, out)
-    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
+        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
     return out

@@ -111,7 +111,7 @@ _SEARCH_STEPS = 15                 # inverse scales (15 + 0.2 is) / max, |is| <=
 _D_FUDGE = np.float32(1.0125)      # "small improvement via this fudge factor"
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _fold_signs(row, o, weight, xval):
     """xval = |x| of the sub-block at row[o], and its four 7-bit sign fields packed
     as in the block (bits 7l..7l+6). Each group of 8 stores an even number of
@@ -142,7 +142,7 @@ def _fold_signs(row, o, weight, xval):
     return packed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, levels, on_grid):
     """One block of 256 at row[o] into out[ob:ob+98] except d; returns d (f32)."""
     weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
@@ -186,7 +186,7 @@ def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, level
     return d * _D_FUDGE
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, quant_weights, tables, d_out, out):
     n_blocks = x.shape[1] // 256
     for r in prange(x.shape[0]):
@@ -204,5 +204,6 @@ def quantize_blocks(x, imatrix):
     d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
     weights = np.empty(0, np.float32) if imatrix is None else imatrix
     _quantize_rows(x, weights, search_tables(GRID), d, out)
-    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
+        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
     return out

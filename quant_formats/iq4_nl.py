@@ -105,29 +105,32 @@ def matmul_kernel(w, qs, d, sums, out):
 _KVALUES_F32 = KVALUES_IQ4NL.astype(np.float32)
 _GROUP_MAX_EPS = np.float32(1e-15)
 _N_TRY = 7  # inverse scales (itry + kvalues[0]) / max, |itry| <= 7
+SCALE_SEARCH_SCRATCH = (3, 2 * _N_TRY + 2)  # best_block_scale's sums: 16 trial scales
 
 
 # best_index_int8's bisection ends at hi = the first index whose kvalue is > x. The
 # kvalues are integers, so for x in [n, n + 1) that is the first kvalue > n: one
-# table load by floor(x) instead of four unpredictable branches.
+# table load by floor(x), no branches (the search loop vectorizes over scales).
 _FIRST_ABOVE = np.searchsorted(KVALUES_IQ4NL.astype(np.int32),
                                np.arange(int(KVALUES_IQ4NL[0]), int(KVALUES_IQ4NL[15])),
                                side="right").astype(np.int32)
+_LOWEST_FLOOR = np.float32(KVALUES_IQ4NL[0])       # x below: index 0 (hi = 1, then hi - 1)
+_HIGHEST_FLOOR = np.float32(KVALUES_IQ4NL[15] - 1)  # x above or NaN: index 15
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def best_index_int8(x):
     """ggml-quants.c best_index_int8 over kvalues_iq4nl: the index of the nearest
-    kvalue, the lower one unless strictly farther in f32 (NaN gives 15, as C)."""
-    if x <= _KVALUES_F32[0]:
-        return 0
-    if not x < _KVALUES_F32[15]:
-        return 15
-    hi = _FIRST_ABOVE[np.int32(np.floor(x)) - np.int32(KVALUES_IQ4NL[0])]
+    kvalue, the lower one unless strictly farther in f32; as C for every float
+    (0 below the first kvalue, 15 above the last and for NaN)."""
+    f = np.floor(x)
+    f = f if f <= _HIGHEST_FLOOR else _HIGHEST_FLOOR
+    f = f if f >= _LOWEST_FLOOR else _LOWEST_FLOOR
+    hi = _FIRST_ABOVE[np.int32(f) - np.int32(_LOWEST_FLOOR)]
     return hi - 1 if x - _KVALUES_F32[hi - 1] < _KVALUES_F32[hi] - x else hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_weights(row, o, quant_weights, sigma2, weight):
     """weight = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2."""
     for j in range(32):
@@ -138,25 +141,28 @@ def block_weights(row, o, quant_weights, sigma2, weight):
             weight[j] = x * x
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _fit_sums(row, o, weight, inv_scale):
-    """sum w q x and sum w q^2 with q the kvalue nearest inv_scale * x."""
-    sumqx = np.float32(0.0)
-    sumq2 = np.float32(0.0)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _fit_sums(row, o, weight, inv_scales, sumqx, sumq2):
+    """For each inverse scale t: sum w q x and sum w q^2, q the kvalue nearest
+    inv_scales[t] * x. The loop over t is innermost, so it vectorizes; each
+    sum still adds its terms in C's order (j ascending)."""
+    sumqx[:] = 0.0
+    sumq2[:] = 0.0
     for j in range(32):
         x = row[o + j]
-        q = _KVALUES_F32[best_index_int8(inv_scale * x)]
         w = weight[j]
-        sumqx += w * q * x
-        sumq2 += w * q * q
-    return sumqx, sumq2
+        for t in range(inv_scales.shape[0]):
+            q = _KVALUES_F32[best_index_int8(inv_scales[t] * x)]
+            sumqx[t] += w * q * x
+            sumq2[t] += w * q * q
 
 
-@njit(cache=True, nogil=True)
-def best_block_scale(row, o, weight):
+@njit(cache=True, nogil=True, error_model="numpy")
+def best_block_scale(row, o, weight, sums):
     """The scale of the 32 weights at row[o] (quantize_row_iq4_nl_impl's per-block
     search): least-squares fits at the inverse scales kvalues[0] / -max and
-    (itry + kvalues[0]) / max, the best weighted fit kept; 0 for an all-zero block."""
+    (itry + kvalues[0]) / max, the best weighted fit kept; 0 for an all-zero block.
+    sums: f32 SCALE_SEARCH_SCRATCH (inverse scales, sum w q x, sum w q^2 per trial)."""
     amax = np.float32(0.0)
     xmax = np.float32(0.0)
     for j in range(32):
@@ -166,20 +172,21 @@ def best_block_scale(row, o, weight):
             xmax = row[o + j]
     if amax < _GROUP_MAX_EPS:
         return np.float32(0.0)
-    d = -xmax / _KVALUES_F32[0]
-    sumqx, sumq2 = _fit_sums(row, o, weight, np.float32(1.0) / d)
-    d = sumqx / sumq2 if sumq2 > 0 else np.float32(0.0)
-    best = d * sumqx
+    inv_scales, sumqx, sumq2 = sums[0], sums[1], sums[2]
+    inv_scales[0] = np.float32(1.0) / (-xmax / _KVALUES_F32[0])  # first trial: id = 1/d
     for itry in range(-_N_TRY, _N_TRY + 1):
-        inv_scale = np.float32(itry + np.int32(KVALUES_IQ4NL[0])) / xmax
-        sumqx, sumq2 = _fit_sums(row, o, weight, inv_scale)
-        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
-            d = sumqx / sumq2
-            best = d * sumqx
+        inv_scales[itry + _N_TRY + 1] = np.float32(itry + np.int32(KVALUES_IQ4NL[0])) / xmax
+    _fit_sums(row, o, weight, inv_scales, sumqx, sumq2)
+    d = sumqx[0] / sumq2[0] if sumq2[0] > 0 else np.float32(0.0)
+    best = d * sumqx[0]
+    for t in range(1, 2 * _N_TRY + 2):
+        if sumq2[t] > 0 and sumqx[t] * sumqx[t] > best * sumq2[t]:
+            d = sumqx[t] / sumq2[t]
+            best = d * sumqx[t]
     return d
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def store_indices(row, o, inv_scale, out, at):
     """The 32 weights at row[o] as nibbles of the kvalue nearest inv_scale * x,
     16 bytes at out[at]: weight j low, weight j + 16 high."""
@@ -189,11 +196,12 @@ def store_indices(row, o, inv_scale, out, at):
         out[at + j] = low | (high << 4)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, quant_weights, d_out, out):
     for r in prange(x.shape[0]):
         row = x[r]
         weight = np.empty(32, np.float32)
+        sums = np.empty(SCALE_SEARCH_SCRATCH, np.float32)
         for b in range(x.shape[1] // 32):
             o = 32 * b
             sigma2 = np.float32(0.0)
@@ -201,7 +209,7 @@ def _quantize_rows(x, quant_weights, d_out, out):
                 sigma2 += row[o + j] * row[o + j]
             sigma2 *= np.float32(2.0 / 32)
             block_weights(row, o, quant_weights, sigma2, weight)
-            d = best_block_scale(row, o, weight)
+            d = best_block_scale(row, o, weight, sums)
             d_out[r, b] = d
             store_indices(row, o, np.float32(1.0) / d if d != 0 else np.float32(0.0),
                           out[r], b * _TYPE_SIZE + 2)
@@ -212,5 +220,6 @@ def quantize_blocks(x, imatrix):
     out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
     d = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
     _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
-    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
+        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
     return out

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq3_quantize_tables import nearest_int
-from .iq4_nl import best_block_scale, block_weights, store_indices
+from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, block_weights, store_indices
 from .iq_common import KVALUES_IQ4NL
 
 QTYPE = T.IQ4_XS
@@ -109,8 +109,8 @@ def matmul_kernel(w, qs, d, sums, out):
 # kvalues nearest x / (d (ls - 32)).
 
 
-@njit(cache=True, nogil=True)
-def _quantize_super_block(row, o, quant_weights, weight, scales, out, ob):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quantize_super_block(row, o, quant_weights, weight, sums, scales, out, ob):
     """One block of 256 at row[o] into out[ob:ob+136] except d; returns d (f32)."""
     sigma2 = np.float32(0.0)
     for j in range(256):
@@ -120,7 +120,7 @@ def _quantize_super_block(row, o, quant_weights, weight, scales, out, ob):
     amax_scale = np.float32(0.0)
     for ib in range(8):
         block_weights(row, o + 32 * ib, quant_weights, sigma2, weight)
-        scales[ib] = best_block_scale(row, o + 32 * ib, weight)
+        scales[ib] = best_block_scale(row, o + 32 * ib, weight, sums)
         if abs(scales[ib]) > amax_scale:
             amax_scale = abs(scales[ib])
             max_scale = scales[ib]
@@ -143,13 +143,14 @@ def _quantize_super_block(row, o, quant_weights, weight, scales, out, ob):
     return d
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, quant_weights, d_out, out):
     for r in prange(x.shape[0]):
         weight = np.empty(32, np.float32)
+        sums = np.empty(SCALE_SEARCH_SCRATCH, np.float32)
         scales = np.empty(8, np.float32)
         for b in range(x.shape[1] // 256):
-            d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, weight, scales,
+            d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, weight, sums, scales,
                                                 out[r], b * _TYPE_SIZE)
 
 
@@ -158,5 +159,6 @@ def quantize_blocks(x, imatrix):
     out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
     d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
     _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
-    out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
+    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
+        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
     return out
