@@ -26,7 +26,7 @@ def kv_u32(key: str, value: int) -> bytes:
     return encode_string(key) + struct.pack("<II", GGUFValueType.UINT32, value)
 
 
-def kvencode_string(key: str, value: str) -> bytes:
+def kv_string(key: str, value: str) -> bytes:
     return encode_string(key) + struct.pack("<I", GGUFValueType.STRING) + encode_string(value)
 
 
