@@ -1,6 +1,8 @@
 """Q4_0: 32 weights as 4-bit quants minus 8, one f16 scale (ggml-common.h block_q4_0).
 
 Byte j of qs holds weight j in its low nibble and weight j + 16 in its high nibble.
+quantize_blocks: ggml's quantize_row_q4_0_ref without an imatrix; with one,
+quantize_row_q4_0_impl (make_qx_quants weighted by imatrix * sqrt(sigma2 + x^2)).
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -9,8 +11,7 @@ from numba import njit, prange
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
 from .quantize_common import (c_int, low_byte_signed, make_qx_quants, qx_scratch,
-                              row_sigma2,
-                              sigma2_weights, store_f16, store_nibbles)
+                              row_sigma2, sigma2_weights, store_f16, store_nibbles)
 
 QTYPE = T.Q4_0
 BLOCK_SIZE = 32
@@ -119,7 +120,7 @@ def _quantize_row_impl(x, imatrix, dst):
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d = make_qx_quants(8, xb, L, 1, weight, scratch)
+        d = make_qx_quants(8, xb, L, weight, scratch)
         store_f16(dst, b * _TYPE_SIZE, d)
         store_nibbles(dst, b * _TYPE_SIZE + 2, L)
 

@@ -1,15 +1,16 @@
 """Q5_0: 32 weights as 5-bit quants minus 16, one f16 scale (ggml-common.h block_q5_0).
 
 The low 4 bits are packed as in Q4_0 (byte j: weight j low nibble, j + 16 high);
-bit j of the little-endian uint32 qh is the fifth bit of weight j."""
+bit j of the little-endian uint32 qh is the fifth bit of weight j.
+quantize_blocks: ggml's quantize_row_q5_0_ref without an imatrix; with one,
+quantize_row_q5_0_impl (make_qx_quants weighted by imatrix * sqrt(sigma2 + x^2))."""
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at, u32_at
 from .quantize_common import (c_int, low_byte_signed, make_qx_quants, qx_scratch,
-                              row_sigma2,
-                              sigma2_weights, store_f16, store_five_bits)
+                              row_sigma2, sigma2_weights, store_f16, store_five_bits)
 
 QTYPE = T.Q5_0
 BLOCK_SIZE = 32
@@ -104,7 +105,7 @@ def _quantize_row_impl(x, imatrix, dst):
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d = make_qx_quants(16, xb, L, 1, weight, scratch)
+        d = make_qx_quants(16, xb, L, weight, scratch)
         store_f16(dst, b * _TYPE_SIZE, d)
         store_five_bits(dst, b * _TYPE_SIZE + 2, b * _TYPE_SIZE + 6, L)
 

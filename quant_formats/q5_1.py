@@ -1,5 +1,7 @@
 """Q5_1: 32 weights as 5-bit quants q with an f16 scale d and offset m: d*q + m
-(ggml-common.h block_q5_1); bits packed as in Q5_0."""
+(ggml-common.h block_q5_1); bits packed as in Q5_0.
+quantize_blocks: ggml's quantize_row_q5_1_ref without an imatrix; with one,
+quantize_row_q5_1_impl (make_qkx3_quants weighted by imatrix * sqrt(sigma2 + x^2))."""
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
@@ -101,7 +103,7 @@ def _quantize_row_impl(x, imatrix, dst):
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d, neg_min = make_qkx3_quants(31, xb, weight, L, Laux, -0.9, 0.05, 36, False)
+        d, neg_min = make_qkx3_quants(31, xb, weight, L, Laux, -0.9, 0.05, 36)
         store_f16(dst, b * _TYPE_SIZE, d)
         store_f16(dst, b * _TYPE_SIZE + 2, -neg_min)
         store_five_bits(dst, b * _TYPE_SIZE + 4, b * _TYPE_SIZE + 8, L)

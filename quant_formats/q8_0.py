@@ -5,6 +5,9 @@ as three arrays rather than ggml's interleaved bytes, with the same values:
     qs    int8 [n_tokens, n_in]          the quants
     d     f32  [n_tokens, n_in // 32]    scales, rounded to f16 as ggml stores them
     sums  f32  [n_tokens, 0]             (Q8_1 and Q8_K fill this; Q8_0 has none)
+
+Weights are quantized by quantize_blocks as ggml's quantize_row_q8_0_ref (roundf,
+scale 1/d; the imatrix is ignored), which differs from the activation rounding.
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
