@@ -144,7 +144,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
     """imatrix: f32 [n], or empty for ggml's quant_weights == NULL."""
     for r in prange(x.shape[0]):
@@ -158,7 +158,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
                             weight, prefix, scales, ints, out[r], b * _TYPE_SIZE)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _weights(xb, qw, lo, sigma2, weight):
     for i in range(16):
         if qw.shape[0]:
@@ -167,14 +167,14 @@ def _weights(xb, qw, lo, sigma2, weight):
             weight[i] = xb[i] * xb[i]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _group_levels(shift, k):
     """x_p or x_m for group k of a sub-block: bit 1 of the shift code is the first
     group's sign, bit 0 the second's (0: +,+  1: +,-  2: -,+  3: -,-)."""
     return _LEVELS[(shift >> 1) & 1] if k == 0 else _LEVELS[shift & 1]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, ints, out, o):
     order, L, shifts = ints[0], ints[1], ints[2]
     sumx2 = np.float32(0.0)
@@ -210,7 +210,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, 
     _store_scales(xbl, qw, sigma2, grid, weight, scales, shifts, max_scale, out, o)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _half_prefix_sums(xb, weight, order, prefix):
     """prefix[h] (sums of w x) and prefix[2 + h] (sums of w) over the sorted values,
     counting only those in half h of the 16."""
@@ -225,7 +225,7 @@ def _half_prefix_sums(xb, weight, order, prefix):
         prefix[3 - h, j + 1] = prefix[3 - h, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _best_split(prefix, top):
     """(scale, i1, i2, shift code) maximizing sumqx^2 / sumq2 over the splits and the
     4 sign pairs, in ggml's closed form (T v2 - px[i1] - px[i2]); i1 = -1 if none."""
@@ -236,29 +236,33 @@ def _best_split(prefix, top):
     cm2 = _LEVELS[1, 1] * _LEVELS[1, 1] - _LEVELS[1, 2] * _LEVELS[1, 2]
     best_score = -FLT_MAX
     scale = top
-    best = (-1, -1, -1)
-    qx = np.empty(4, np.float32)  # per half: with x_p, with x_m
-    q2 = np.empty(4, np.float32)
+    best_i1, best_i2, best_k = -1, -1, -1
     for i1 in range(17):
         for i2 in range(i1, 17):
-            for h in range(2):
-                px, pw = prefix[h], prefix[2 + h]
-                sx = px[i1] + px[i2]
-                qx[2 * h] = px[16] * p2 - sx
-                qx[2 * h + 1] = px[16] * m2 - sx
-                q2[2 * h] = pw[16] * p2 * p2 + pw[i1] * cp1 + pw[i2] * cp2
-                q2[2 * h + 1] = pw[16] * m2 * m2 + pw[i1] * cm1 + pw[i2] * cm2
+            qx_p0, qx_m0, q2_p0, q2_m0 = _half_sums(prefix[0], prefix[2], i1, i2, p2, m2,
+                                                    cp1, cp2, cm1, cm2)
+            qx_p1, qx_m1, q2_p1, q2_m1 = _half_sums(prefix[1], prefix[3], i1, i2, p2, m2,
+                                                    cp1, cp2, cm1, cm2)
             for k in range(4):  # k = 2 * (first half uses x_m) + (second half uses x_m)
-                sumqx = qx[k >> 1] + qx[2 + (k & 1)]
-                sumq2 = q2[k >> 1] + q2[2 + (k & 1)]
+                sumqx = (qx_m0 if k & 2 else qx_p0) + (qx_m1 if k & 1 else qx_p1)
+                sumq2 = (q2_m0 if k & 2 else q2_p0) + (q2_m1 if k & 1 else q2_p1)
                 if sumq2 > 0 and sumqx * sumqx > best_score * sumq2:
                     scale = sumqx / sumq2
                     best_score = scale * sumqx
-                    best = (i1, i2, k)
-    return scale, best[0], best[1], best[2]
+                    best_i1, best_i2, best_k = i1, i2, k
+    return scale, best_i1, best_i2, best_k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _half_sums(px, pw, i1, i2, p2, m2, cp1, cp2, cm1, cm2):
+    """One half's sumqx and sumq2 with x_p and with x_m for the split (i1, i2)."""
+    sx = px[i1] + px[i2]
+    return (px[16] * p2 - sx, px[16] * m2 - sx,
+            pw[16] * p2 * p2 + pw[i1] * cp1 + pw[i2] * cp2,
+            pw[16] * m2 * m2 + pw[i1] * cm1 + pw[i2] * cm2)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _snap_and_store(xb, weight, L, scale, shift, grid, key_map, neighbours, out, o, ib):
     """Both groups' grid indices into qs / qh; the scale refit if one was off the grid."""
     index0, on_grid0 = iq1_snap_group(L, xb, weight, 0, scale, _group_levels(shift, 0),
@@ -278,7 +282,7 @@ def _snap_and_store(xb, weight, L, scale, shift, grid, key_map, neighbours, out,
     return scale
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _store_scales(xbl, qw, sigma2, grid, weight, scales, shifts, max_scale, out, o):
     """3-bit scales, delta-sign bits, then d refit to the chosen levels (ggml's tail
     of quantize_row_iq1_m_impl) and spread over the scale words' top nibbles."""

@@ -117,7 +117,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
     for r in prange(x.shape[0]):
         weight = np.empty(32, np.float32)
@@ -130,7 +130,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
                             out[r], b * _TYPE_SIZE)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, ints, out, o):
     order, L, shifts = ints[0], ints[1], ints[2]
     sumx2 = np.float32(0.0)
@@ -174,7 +174,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, 
         out[o + 35 + 2 * ib] |= (level | (8 if shifts[ib] == -1 else 0)) << 4
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _best_split(prefix, top):
     """(scale, i1, i2, shift) maximizing sumqx^2 / sumq2 over the splits i1 <= i2
     of the sorted values and the delta signs (+1 first); i1 = -1 if none has sumq2 > 0."""
@@ -197,7 +197,7 @@ def _best_split(prefix, top):
     return scale, best_i1, best_i2, best_shift
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _snap_and_store(xb, weight, L, scale, levels, grid, key_map, neighbours, out, o, ib):
     """Grid indices of the 4 groups into qs / qh; the scale refit if any was off the grid."""
     all_on_grid = True

@@ -99,7 +99,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
     """imatrix: f32 [n], or empty for ggml's quant_weights == NULL."""
     for r in prange(x.shape[0]):
@@ -112,7 +112,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
                             scratch, scales, codes, out[r], b * _TYPE_SIZE)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, out, o):
     weight, waux, xval = scratch[0], scratch[1], scratch[2]
     sumx2 = np.float32(0.0)

@@ -112,7 +112,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
     for r in prange(x.shape[0]):
         scratch = np.empty((4, 32), np.float32)  # weight, waux, xval, scales
@@ -123,7 +123,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
                             grid, key_map, neighbours, scratch, codes, q2, out[r], b * _TYPE_SIZE)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out, o):
     weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
     q2[:] = 0
@@ -163,7 +163,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out,
             out[o + 2 + 4 * j + byte] = (q2[j] >> (8 * byte)) & 255
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
     """(scale, skipped) for 32 values; their grid codes in codes[0]."""
     L, trial = codes[0], codes[1]
@@ -199,7 +199,7 @@ def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
     return scale, False
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml-quants.c make_qp_quants: the scale of non-negative levels 0..nmax for
     x[:n] under quant_weights (ggml stores L as uint8: L holds the same bytes' values

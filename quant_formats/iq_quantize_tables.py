@@ -66,7 +66,7 @@ def _build_tables(quant_class, nwant):
     return grid, key_map, neighbours
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _distance2(key, grid, j):
     d2 = 0
     for k in range(8):
@@ -75,7 +75,7 @@ def _distance2(key, grid, j):
     return d2
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _neighbour_counts(grid, key_map, nwant, thresholds, counts):
     """Per off-grid key: the NWANT-th smallest distinct squared distance to the grid
     and how many grid points lie within it (iq2xs_init_impl's first pass)."""
@@ -97,7 +97,7 @@ def _neighbour_counts(grid, key_map, nwant, thresholds, counts):
         counts[key] = count
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _write_neighbours(grid, key_map, thresholds, neighbours):
     """The lists, sorted by (distance, grid index) as iq2xs_init_impl's qsort."""
     for key in prange(KEY_COUNT):
@@ -116,13 +116,15 @@ def _write_neighbours(grid, key_map, thresholds, neighbours):
         neighbours[start] = n
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def nearest_int(fval):
     """ggml-quants.c nearest_int: round half to even through the f32 sum with 1.5 * 2^23,
     then the low 22 mantissa bits; also the bits' value outside its asserted range."""
     val = np.float32(np.float32(fval) + np.float32(12582912.0))
     if 8388608.0 <= val < 16777216.0:
         return np.int32(val) - 12582912
+    if val != val:  # x86's default NaN 0xffc00000: mantissa 0x400000
+        return 0
     if val == 0.0 or math.isinf(val):
         return -4194304
     mantissa, exponent = math.frexp(abs(val))
@@ -130,7 +132,7 @@ def nearest_int(fval):
     return (bits & 0x7FFFFF) - 0x400000
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def f16_bits(x):
     """The uint16 bits of GGML_FP32_TO_FP16(x) (round to nearest even)."""
     r = to_f16(x)
@@ -144,13 +146,13 @@ def f16_bits(x):
     return sign | ((exponent + 14) << 10) | np.int32((2.0 * mantissa - 1.0) * 1024.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def put_u16(out, o, value):
     out[o] = value & 255
     out[o + 1] = (value >> 8) & 255
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def key_of(L, lo):
     """The 2-bit-per-value key of the 8 codes L[lo:lo + 8]."""
     key = 0
@@ -159,7 +161,7 @@ def key_of(L, lo):
     return key
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def iq2_find_best_neighbour(neighbours, key_entry, grid, xval, weight, lo, scale, L):
     """ggml-quants.c iq2_find_best_neighbour: of a key's neighbour list, the grid point
     nearest to xval[lo:lo+8] / scale in weighted squared error (first on ties);
@@ -181,7 +183,7 @@ def iq2_find_best_neighbour(neighbours, key_entry, grid, xval, weight, lo, scale
     return grid_index
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def iq1_find_best_neighbour2(neighbours, key_entry, grid, xb, weight, lo, scale, levels, L):
     """ggml-quants.c iq1_find_best_neighbour2: as iq2_find_best_neighbour with the
     shifted levels (x_p or x_m) in place of 2 code + 1; whole grid if none is finite."""
@@ -206,7 +208,7 @@ def iq1_find_best_neighbour2(neighbours, key_entry, grid, xb, weight, lo, scale,
     return grid_index
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _iq1_distance2(grid, candidate, xb, weight, lo, scale, levels):
     d2 = np.float32(0.0)
     for i in range(8):
@@ -215,7 +217,7 @@ def _iq1_distance2(grid, candidate, xb, weight, lo, scale, levels):
     return d2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def stable_order(values, order):
     """order = indices sorting values ascending, equal values in index order: the
     order glibc's qsort (a merge sort) gives iq1_sort_helper, which compares values only."""
@@ -231,7 +233,7 @@ def stable_order(values, order):
         order[k] = moving
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L):
     """Codes of xval[lo:lo+8] * inv_scale (levels 0..2) into L, replaced by the best
     listed neighbour when off the grid (the IQ2 searches); True if on the grid."""
@@ -244,7 +246,7 @@ def snap_to_grid(xval, waux, lo, inv_scale, scale, grid, key_map, neighbours, L)
     return entry >= 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def weighted_sums(xval, weight, L):
     sumqx = np.float32(0.0)
     sumq2 = np.float32(0.0)
@@ -255,7 +257,7 @@ def weighted_sums(xval, weight, L):
     return sumqx, sumq2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def iq2_search_16(xval, weight, waux, eps, grid, key_map, neighbours, L, trial):
     """(scale, skipped) for 16 values as quantize_row_iq2_xs_impl and _iq2_s_impl:
     19 trial scales, then the off-grid groups of the best re-snapped at its scale;
@@ -292,7 +294,7 @@ def iq2_search_16(xval, weight, waux, eps, grid, key_map, neighbours, L, trial):
     return scale, False
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def even_signs(xb, weight, xval, n_groups):
     """xval = |xb| except, per 8, the least important value (weight x^2) of an odd
     count of negatives keeps its sign (IQ2_XXS, IQ2_XS store only even sign
@@ -322,7 +324,7 @@ def even_signs(xb, weight, xval, n_groups):
     return packed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def iq1_snap_group(L, xb, weight, lo, scale, levels, grid, key_map, neighbours):
     """(grid index, on grid) for the codes L[lo:lo+8] of IQ1_S/IQ1_M; off the grid,
     iq1_find_best_neighbour2's choice (its codes replace L's)."""
@@ -333,7 +335,7 @@ def iq1_snap_group(L, xb, weight, lo, scale, levels, grid, key_map, neighbours):
                                     levels, L), False
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def iq1_accumulate(grid, grid_index, xb, weight, lo, levels, factor, sumqx, sumq2):
     """sumqx, sumq2 plus one group's w q x and w q q, q = level * factor, in ggml's order."""
     for j in range(8):
@@ -344,7 +346,7 @@ def iq1_accumulate(grid, grid_index, xb, weight, lo, levels, factor, sumqx, sumq
     return sumqx, sumq2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def iq1_split_codes(order, i1, i2, L):
     """Codes 0 / 1 / 2 for the sorted positions below i1 / below i2 / the rest."""
     for j in range(order.shape[0]):
