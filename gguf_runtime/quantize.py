@@ -185,6 +185,7 @@ def quantize_model(inp, out, file_type: str, opts: Options, imatrix_path=None,
         opts.has_imatrix = True
     with GGUFFile(inp) as gguf_file:
         jobs, chooser = plan(gguf_file, opts, allow_requantize)
+        log(f"gguf-quantize: quantizing '{inp}' to '{out}' as {file_type}")
         for name, wanted, used in chooser.fallbacks:
             log(f"warning: {name:<36} - ncols not divisible by the {type_name(wanted)} block "
                 f"-> falling back to {type_name(used)}")

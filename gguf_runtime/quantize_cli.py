@@ -29,26 +29,25 @@ def parse_ggml_type(text, what):
     for qtype in qf.FORMATS:
         if T(qtype).name.lower() == text.lower():
             return T(qtype)
-    raise click.BadParameter(f"invalid ggml type '{text}'", param_hint=what)
+    raise click.ClickException(f"{what}: invalid ggml type '{text}'")
 
 
 def parse_tensor_type(text):
     """PATTERN=TYPE; the pattern is lower-cased and searched as a regex."""
     pattern, sep, type_text = text.partition("=")
     if not sep or not pattern or not type_text:
-        raise click.BadParameter(f"malformed '{text}' (want PATTERN=TYPE)",
-                                 param_hint="--tensor-type")
+        raise click.ClickException(f"--tensor-type: malformed '{text}' (want PATTERN=TYPE)")
     try:
         regex = re.compile(pattern.lower())
     except re.error as e:
-        raise click.BadParameter(f"bad pattern '{pattern}': {e}", param_hint="--tensor-type")
+        raise click.ClickException(f"--tensor-type: bad pattern '{pattern}': {e}")
     return regex, parse_ggml_type(type_text, "--tensor-type")
 
 
 def split_positional(args):
     """IN [OUT] TYPE [NTHREADS] -> (in, out, type name, threads)."""
     if len(args) < 2:
-        raise click.UsageError("usage: gguf-quantize [options] IN.gguf [OUT.gguf] TYPE [NTHREADS]")
+        raise click.ClickException("usage: gguf-quantize [options] IN.gguf [OUT.gguf] TYPE [NTHREADS]")
     inp, rest = args[0], list(args[1:])
     file_type = parse_file_type(rest[0])
     if file_type is not None:  # IN TYPE: output beside the input, as llama-quantize
@@ -57,16 +56,16 @@ def split_positional(args):
     else:
         out, rest = rest[0], rest[1:]
         if not rest:
-            raise click.UsageError("missing TYPE")
+            raise click.ClickException("missing TYPE")
         file_type = parse_file_type(rest[0])
         if file_type is None:
-            raise click.UsageError(f"invalid type '{rest[0]}' (one of "
+            raise click.ClickException(f"invalid type '{rest[0]}' (one of "
                                    f"{', '.join(FILE_TYPES)})")
         rest = rest[1:]
     threads = None
     if rest:
         if not re.fullmatch(r"\d+", rest[0]) or int(rest[0]) < 1 or len(rest) > 1:
-            raise click.UsageError(f"invalid thread count '{' '.join(rest)}'")
+            raise click.ClickException(f"invalid thread count '{' '.join(rest)}'")
         threads = int(rest[0])
     return inp, out, file_type, threads
 
@@ -101,7 +100,5 @@ def run(args, imatrix_path, allow_requantize, pure, leave_output_tensor, output_
         token_embedding_type=token_embedding_type and parse_ggml_type(
             token_embedding_type, "--token-embedding-type"),
         tensor_types=[parse_tensor_type(t) for t in tensor_types])
-    if not quiet:
-        click.echo(f"gguf-quantize: quantizing '{inp}' to '{out}' as {file_type}", err=True)
     quantize_model(inp, out, file_type, opts, imatrix_path=imatrix_path,
                    allow_requantize=allow_requantize, n_threads=threads, quiet=quiet)

@@ -1,0 +1,91 @@
+"""gguf-quantize from the command line: bad input, Ctrl-C and kills leave no broken file."""
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from interrupt import interrupt_after
+
+from gguf_runtime.reader import GGUFFile
+
+ENTRY = "import sys, cli; sys.argv = ['gguf-quantize'] + sys.argv[1:]; cli.quantize_main()"
+
+
+def gguf_quantize(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", ENTRY, *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, fragment):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_bad_arguments_give_one_line(tmp_path, smollm2_path):
+    not_gguf = tmp_path / "notes.txt"
+    not_gguf.write_text("hello")
+    out = tmp_path / "out.gguf"
+    assert_one_line_error(gguf_quantize(tmp_path / "missing.gguf", out, "Q4_0"), "no such file")
+    assert_one_line_error(gguf_quantize(tmp_path, out, "Q4_0"), "is a directory")
+    assert_one_line_error(gguf_quantize(not_gguf, out, "Q4_0"), "not a GGUF file")
+    assert_one_line_error(gguf_quantize(smollm2_path, out, "Q9_X"), "invalid type 'Q9_X'")
+    assert_one_line_error(gguf_quantize(smollm2_path, tmp_path, "Q4_0"), "is a directory")
+    assert_one_line_error(gguf_quantize(smollm2_path, tmp_path / "no" / "x.gguf", "Q4_0"),
+                          "no such directory")
+    assert_one_line_error(gguf_quantize(smollm2_path, smollm2_path, "Q4_0"),
+                          "input and output files are the same")
+    assert_one_line_error(gguf_quantize("--tensor-type", "attn_q", smollm2_path, out, "Q4_0"),
+                          "PATTERN=TYPE")
+    assert not out.exists()
+
+
+def test_refusals_as_llama_quantize(tmp_path, smollm2_path):
+    out = tmp_path / "out.gguf"
+    assert_one_line_error(gguf_quantize(smollm2_path, out, "Q8_0"),
+                          "requantizing is disabled (use --allow-requantize)")
+    assert_one_line_error(gguf_quantize("--allow-requantize", smollm2_path, out, "IQ2_XXS"),
+                          "requires an importance matrix")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind either
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, smollm2_path):
+    out = tmp_path / "out.gguf"
+    code, err, _ = interrupt_after("quantize", ["--allow-requantize", str(smollm2_path),
+                                                str(out), "Q4_K_M", "1"], "stderr")
+    assert code == 130
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == "interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL needs POSIX")
+def test_sigkill_at_random_points_never_leaves_a_partial_output(tmp_path, smollm2_path):
+    """20 kills spread over a whole run: the output is absent or a complete file."""
+    out = tmp_path / "out.gguf"
+    args = [sys.executable, "-c", ENTRY, "-q", "--allow-requantize", str(smollm2_path),
+            str(out), "Q8_0", "1"]
+    start = time.monotonic()
+    subprocess.run(args, check=True, timeout=600)
+    duration = time.monotonic() - start
+    with GGUFFile(out) as f:
+        expected = [(t.name, t.type, t.nbytes) for t in f.tensors]
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(20):
+        out.unlink(missing_ok=True)
+        proc = subprocess.Popen(args)
+        time.sleep(rng.uniform(0, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():
+            with GGUFFile(out) as f:  # raises if it is not a complete, valid file
+                assert [(t.name, t.type, t.nbytes) for t in f.tensors] == expected
+            outcomes.add("complete")
+        else:
+            outcomes.add("absent")
+    assert "absent" in outcomes  # the kills did land while it was writing
