@@ -5,7 +5,7 @@ Each of those grids holds 8-value points whose values take 3 levels; ggml's sear
 works on level codes 0..2 (stored as 2 code + 1 = 1, 3, 5 in its kgrid_q2xs). A
 point's key packs its 8 codes 2 bits each. `search_tables(qtype)` gives
     grid        int8 [n_grid, 8]  2 code + 1 per value, the same order as the format's GRID
-    key_map     int32 [KEY_COUNT] grid index of a key on the grid, else -(offset + 1)
+    key_map     int32 [2^16]      grid index of a key on the grid, else -(offset + 1)
     neighbours  uint16 [...]      at offset: count, then the grid indices of the points
                                   at the NWANT smallest squared distances, by (distance, index)
 exactly as iq2xs_init_impl lays them out (the order decides ties in the searches).
@@ -52,16 +52,18 @@ def _build_tables(quant_class, nwant):
     assert np.array_equal(levels[codes], values), quant_class.__name__
     grid = (2 * codes + 1).astype(np.int8)
     keys = (codes << (2 * np.arange(8))).sum(axis=1)
-    key_map = np.full(KEY_COUNT, -1, np.int32)
+    # Padded to every 16-bit key, so that a key of codes 3 (only from NaN/inf input,
+    # on which ggml aborts) still reads inside the table.
+    key_map = np.full(1 << 16, -1, np.int32)
     key_map[keys] = np.arange(len(grid), dtype=np.int32)
     thresholds = np.zeros(KEY_COUNT, np.int32)
     counts = np.zeros(KEY_COUNT, np.int32)
     _neighbour_counts(grid, key_map, nwant, thresholds, counts)
-    off_grid = key_map < 0
+    off_grid = key_map[:KEY_COUNT] < 0
     slots = np.where(off_grid, counts + 1, 0)  # a count, then the list
     offsets = np.cumsum(slots) - slots
     neighbours = np.zeros(int(slots.sum()), np.uint16)
-    key_map[off_grid] = -(offsets[off_grid] + 1).astype(np.int32)
+    key_map[:KEY_COUNT][off_grid] = -(offsets[off_grid] + 1).astype(np.int32)
     _write_neighbours(grid, key_map, thresholds, neighbours)
     return grid, key_map, neighbours
 
@@ -157,7 +159,7 @@ def key_of(L, lo):
     """The 2-bit-per-value key of the 8 codes L[lo:lo + 8]."""
     key = 0
     for i in range(8):
-        key |= L[lo + i] << (2 * i)
+        key |= (L[lo + i] & 3) << (2 * i)
     return key
 
 
