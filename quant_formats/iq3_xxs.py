@@ -146,10 +146,10 @@ def _fold_signs(row, o, weight, xval):
 def _quantize_super_block(row, o, quant_weights, tables, out, ob, scratch, levels, on_grid):
     """One block of 256 at row[o] into out[ob:ob+98] except d; returns d (f32)."""
     weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
-    L, Laux = levels[0], levels[1]
+    L, Laux, words = levels[0], levels[1], levels[2]  # words: sub-block sign fields
     kmap = tables[1]
     sigma2 = super_block_sigma2(row, o)
-    words = np.zeros(8, np.int64)
+    words[:8] = 0
     out[ob:ob + _TYPE_SIZE] = 0
     max_scale = np.float32(0.0)
     for ib in range(8):
@@ -191,7 +191,7 @@ def _quantize_rows(x, quant_weights, tables, d_out, out):
     n_blocks = x.shape[1] // 256
     for r in prange(x.shape[0]):
         scratch = np.empty((4, 32), np.float32)  # weight, waux, xval, scales
-        levels = np.empty((2, 32), np.int32)     # best and trial levels
+        levels = np.empty((3, 32), np.int64)     # best and trial levels, sign words
         on_grid = np.empty((2, 8), np.bool_)
         for b in range(n_blocks):
             d_out[r, b] = _quantize_super_block(x[r], 256 * b, quant_weights, tables, out[r],
