@@ -58,9 +58,10 @@ class Imatrix:
         meta = {"quantize.imatrix.file": (_cut(self.file), GGUFValueType.STRING)}
         if self.datasets:
             meta["quantize.imatrix.dataset"] = (_cut(self.datasets[0]), GGUFValueType.STRING)
-        meta["quantize.imatrix.entries_count"] = (len(self.values), GGUFValueType.INT32)
+        # integer overrides are stored as uint32 of their absolute value (llama-quant.cpp)
+        meta["quantize.imatrix.entries_count"] = (len(self.values), GGUFValueType.UINT32)
         if self.chunks > 0:
-            meta["quantize.imatrix.chunks_count"] = (self.chunks, GGUFValueType.INT32)
+            meta["quantize.imatrix.chunks_count"] = (self.chunks, GGUFValueType.UINT32)
         return meta
 
 
@@ -304,8 +305,8 @@ def write_dat(stats: ImatrixStats, path):
         raise ValueError("write_dat: chunk_size must be positive")
     entries = []
     for name in sorted(stats.sums):
-        sums = np.ascontiguousarray(stats.sums[name], np.float32).reshape(len(stats.counts[name]), -1)
         counts = np.asarray(stats.counts[name], np.int64)
+        sums = np.ascontiguousarray(stats.sums[name], np.float32).reshape(counts.size, -1)
         if not counts.any():
             continue
         ncall = np.int32((int(counts.max()) + stats.chunk_size - 1) // stats.chunk_size)
