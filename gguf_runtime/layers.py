@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+
 # ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
 # tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
 # V in f16 (ggml-cpu/common.h GGML_FA_TILE_Q).

@@ -22,6 +22,10 @@ import importlib
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
+from . import numba_cache
+
+numba_cache.install()  # before any kernel module is imported: see numba_cache.py
+
 # GGML type -> module name. Adding a format: its module and one line here.
 FORMATS = {
     T.F32: "f32", T.F16: "f16", T.BF16: "bf16",
