@@ -89,3 +89,45 @@ def test_sigkill_at_random_points_never_leaves_a_partial_output(tmp_path, smollm
         else:
             outcomes.add("absent")
     assert "absent" in outcomes  # the kills did land while it was writing
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are written."""
+
+    def __init__(self, f, room):
+        self._f, self._room = f, room
+
+    def write(self, data):
+        import errno
+        self._room -= len(memoryview(data).cast("B"))
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def test_disk_full_gives_one_line_and_leaves_nothing(tmp_path, smollm2_path, monkeypatch,
+                                                     capsys):
+    import os
+
+    import cli
+    from gguf_runtime import gguf_writer
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(gguf_writer.os, "fdopen",
+                        lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 5 << 20))
+    monkeypatch.setattr(sys, "argv", ["gguf-quantize", "-q", "--allow-requantize",
+                                      str(smollm2_path), str(tmp_path / "out.gguf"), "Q8_0"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.quantize_main()
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert err.strip() == "error: [Errno 28] No space left on device"
+    assert list(tmp_path.iterdir()) == []
