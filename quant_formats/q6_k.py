@@ -6,12 +6,18 @@ scales[16] @192, d f16 @208. Each half h of the block (128 weights) uses
 ql[64h:64h+64] and qh[32h:32h+32]; for l < 32 its weights l, l+32, l+64, l+96
 are (low nibble of ql[l], of ql[l+32], high nibble of ql[l], of ql[l+32]) with
 bits (0-1, 2-3, 4-5, 6-7) of qh[l] on top; weight i has scale i // 16.
+
+Quantizing (quantize_blocks) is ggml's quantize_row_q6_K_ref / _impl: one signed
+scale per sub-block from make_qx_quants (weights x^2, or the imatrix as is),
+rounded to int8 against the largest; then every level again from the stored scales.
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import as_int8, f16_at
+from .kquant_quantize import (GROUP_MAX_EPS, check_rows, make_qx_quants, nearest_int,
+                              search_scratch, store_f16)
 
 QTYPE = T.Q6_K
 BLOCK_SIZE = 256
@@ -109,3 +115,64 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> uint8 [rows, n // 256 * 210], as ggml_quantize_chunk(Q6_K)."""
+    check_rows(x, imatrix, BLOCK_SIZE)
+    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
+    # ggml's _ref path weights by x^2; an empty imatrix selects it
+    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_rows(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        L = np.empty(256, np.uint8)
+        weights = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        trials = search_scratch()
+        for b in range(x.shape[1] // 256):
+            qw = imatrix[256 * b:256 * b + 256] if imatrix.size else imatrix
+            _quantize_block(x[r, 256 * b:256 * b + 256], qw, out[r], b * _TYPE_SIZE,
+                            L, weights, scales, trials)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_block(x, qw, out, o, L, weights, scales, trials):
+    max_scale = np.float32(0.0)
+    max_abs_scale = np.float32(0.0)
+    for ib in range(16):
+        xs = x[16 * ib:16 * ib + 16]
+        for l in range(16):
+            weights[l] = qw[16 * ib + l] if qw.size else xs[l] * xs[l]
+        scales[ib] = make_qx_quants(xs, weights, 32, L[16 * ib:16 * ib + 16], trials)
+        if abs(scales[ib]) > max_abs_scale:
+            max_abs_scale = abs(scales[ib])
+            max_scale = scales[ib]
+    if max_abs_scale < GROUP_MAX_EPS:
+        out[o:o + _TYPE_SIZE] = 0
+        return
+    iscale = np.float32(-128.0) / max_scale
+    d = store_f16(out, o + 208, np.float32(1.0) / iscale)
+    for ib in range(16):
+        out[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF  # int8 store
+    for ib in range(16):
+        dl = d * np.float32(as_int8(out[o + 192 + ib]))
+        if dl == 0:
+            continue
+        for i in range(16 * ib, 16 * ib + 16):
+            L[i] = max(-32, min(31, nearest_int(x[i] / dl))) + 32
+    _pack_levels(L, out, o)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack_levels(L, out, o):
+    for h in range(2):
+        for l in range(32):
+            j = 128 * h + l
+            out[o + 64 * h + l] = (L[j] & 15) | ((L[j + 64] & 15) << 4)
+            out[o + 64 * h + 32 + l] = (L[j + 32] & 15) | ((L[j + 96] & 15) << 4)
+            out[o + 128 + 32 * h + l] = ((L[j] >> 4) | ((L[j + 32] >> 4) << 2)
+                                         | ((L[j + 64] >> 4) << 4) | ((L[j + 96] >> 4) << 6))
