@@ -6,6 +6,11 @@ Block bytes: hmask[32] @0, qs[64] @32, 12 bytes of packed 6-bit scales @96
 uses qs[32n:32n+32]: weight 128n + 32j + l has low bits 2j..2j+1 of
 qs[32n + l] and high bit 4n + j of hmask[l]; q = low - 4 when that bit is
 clear, low when set. Sub-block of that weight: 8n + 2j + (l >= 16).
+
+Quantizing (quantize_blocks) is ggml's quantize_row_q3_K_ref without an importance
+matrix (make_q3_quants per sub-block, scales rounded to 6 bits against the largest)
+and quantize_row_q3_K_impl with one (make_qx_quants weighted by imatrix *
+sqrt(sigma2 + x^2), then make_qx_quants again for the 6-bit scales).
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -13,6 +18,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import q3_k_scale
+from .kquant_quantize import (check_rows, make_q3_quants, make_qx_quants, nearest_int,
+                              pack_2bit, search_scratch, store_f16)
 
 QTYPE = T.Q3_K
 BLOCK_SIZE = 256
@@ -107,3 +114,103 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> uint8 [rows, n // 256 * 110], as ggml_quantize_chunk(Q3_K)."""
+    check_rows(x, imatrix, BLOCK_SIZE)
+    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
+    if imatrix is None:
+        _quantize_rows_ref(x, out)
+    else:
+        _quantize_rows_impl(x, imatrix, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _quantize_rows_ref(x, out):
+    for r in prange(x.shape[0]):
+        L = np.empty(256, np.int8)
+        scales = np.empty(16, np.float32)
+        levels = np.empty(16, np.int32)
+        for b in range(x.shape[1] // 256):
+            xb = x[r, 256 * b:256 * b + 256]
+            o = b * _TYPE_SIZE
+            # quantize_row_q3_K_ref: the largest |scale| (signed) sets d = max / -32
+            max_scale = np.float32(0.0)
+            amax = np.float32(0.0)
+            for j in range(16):
+                scales[j] = make_q3_quants(xb[16 * j:16 * j + 16], 4, L[16 * j:16 * j + 16])
+                if abs(scales[j]) > amax:
+                    amax = abs(scales[j])
+                    max_scale = scales[j]
+            if max_scale != 0:
+                iscale = np.float32(-32.0) / max_scale
+                for j in range(16):
+                    l8 = ((nearest_int(iscale * scales[j]) & 0xFF) ^ 0x80) - 0x80  # int8 store
+                    levels[j] = max(-32, min(31, l8)) + 32
+                d = store_f16(out[r], o + 108, np.float32(1.0) / iscale)
+            else:
+                levels[:] = 0  # scales bytes stay zero
+                d = store_f16(out[r], o + 108, np.float32(0.0))
+            _finish_block(xb, out[r], o, levels, d, L)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _quantize_rows_impl(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        L = np.empty(256, np.int8)
+        weights = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        sw = np.empty(16, np.float32)
+        Ls = np.empty(16, np.int8)
+        levels = np.empty(16, np.int32)
+        trials = search_scratch()
+        for b in range(x.shape[1] // 256):
+            xb = x[r, 256 * b:256 * b + 256]
+            qw = imatrix[256 * b:256 * b + 256]
+            # quantize_row_q3_K_impl
+            sum_x2 = np.float32(0.0)
+            for i in range(256):
+                sum_x2 += xb[i] * xb[i]
+            sigma2 = np.float32(2.0) * sum_x2 / np.float32(256.0)
+            for j in range(16):
+                xs = xb[16 * j:16 * j + 16]
+                sumw = np.float32(0.0)
+                for l in range(16):
+                    weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
+                for l in range(16):
+                    sumw += weights[l]
+                sw[j] = sumw
+                scales[j] = make_qx_quants(xs, weights, 4, L[16 * j:16 * j + 16], trials)
+            d_block = make_qx_quants(scales, sw, 32, Ls, trials)
+            for j in range(16):
+                levels[j] = Ls[j]
+            d = store_f16(out[r], b * _TYPE_SIZE + 108, d_block)
+            _finish_block(xb, out[r], b * _TYPE_SIZE, levels, d, L)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _finish_block(xb, out, o, levels, d_all, L):
+    """Pack the 6-bit scale levels (0..63) at @96, quantize again with the stored
+    scales (sub-blocks with scale 0 keep the search's levels), then hmask and qs."""
+    out[o + 96:o + 108] = 0
+    for j in range(16):
+        l = levels[j]
+        if j < 8:
+            out[o + 96 + j] = l & 0xF
+        else:
+            out[o + 96 + j - 8] |= (l & 0xF) << 4
+        out[o + 96 + 8 + j % 4] |= ((l >> 4) << (2 * (j // 4))) & 0xFF
+    for j in range(16):
+        d = d_all * np.float32(q3_k_scale(out, o + 96, j))
+        if d == 0:
+            continue
+        for i in range(16 * j, 16 * j + 16):
+            L[i] = max(-4, min(3, nearest_int(xb[i] / d))) + 4
+    out[o:o + 32] = 0
+    for i in range(256):  # level i's third bit goes to bit i // 32 of hmask[i % 32]
+        if L[i] > 3:
+            out[o + i % 32] |= 1 << (i // 32)
+            L[i] -= 4
+    pack_2bit(L, out, o + 32)
