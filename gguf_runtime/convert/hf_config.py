@@ -1,10 +1,10 @@
 """config.json -> GGUF hyperparameters, as llama.cpp's convert_hf_to_gguf.py writes them.
 
 Their converter reads the config through transformers' AutoConfig, which fills
-every field config.json leaves out with the config class's default and folds
-rope_theta / rope_scaling (gemma3: rope_local_base_freq) into rope_parameters.
-HF_DEFAULTS holds those defaults (transformers 5 LlamaConfig, Qwen2Config,
-Qwen3Config, Gemma3TextConfig) so the same keys come out without transformers.
+every field config.json leaves out with the config class's default. HF_DEFAULTS
+holds those defaults (transformers 4.57.6, the version llama.cpp's
+requirements pin: LlamaConfig, Qwen2Config, Qwen3Config, Gemma3TextConfig) so the
+same keys come out without transformers.
 
 Key order matters (tests compare it): the generic keys follow
 conversion/base.py TextModel.set_gguf_parameters; ARCH_EXTRAS lists what each
@@ -50,6 +50,12 @@ GENERIC_KEYS = (
 )
 
 
+THETA_KEYS = ("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta",
+              "rotary_emb_base")
+LOCAL_THETA_KEYS = ("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
+                    "rope_local_base_freq")
+
+
 def find(hparams: dict, names):
     return next((hparams[k] for k in names if k in hparams), None)
 
@@ -67,7 +73,7 @@ def load_hparams(config: dict) -> tuple:
         hparams["num_key_value_heads"] = hparams["num_attention_heads"]
     if arch == "llama" and hparams.get("head_dim") is None:
         hparams["head_dim"] = hparams["hidden_size"] // hparams["num_attention_heads"]
-    hparams["rope_parameters"] = _rope_parameters(arch, hparams)
+    hparams["rope_parameters"] = _rope_parameters(hparams)
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                  "num_key_value_heads", "vocab_size"):
         if type(hparams[name]) is not int or hparams[name] <= 0:
@@ -75,18 +81,21 @@ def load_hparams(config: dict) -> tuple:
     return arch, hparams
 
 
-def _rope_parameters(arch, hparams) -> dict:
-    """transformers 5's standardized rope_parameters (rope_theta + rope_scaling)."""
-    if isinstance(hparams.get("rope_parameters"), dict):
-        return hparams["rope_parameters"]
-    scaling = dict(hparams.get("rope_scaling") or {})
-    if "type" in scaling and "rope_type" not in scaling:
-        scaling["rope_type"] = scaling.pop("type")
-    full = {"rope_type": "default", **scaling, "rope_theta": hparams["rope_theta"]}
-    if arch == "gemma3":
-        sliding = {"rope_type": "default", "rope_theta": hparams["rope_local_base_freq"]}
-        return {"sliding_attention": sliding, "full_attention": full}
-    return full
+def _rope_parameters(hparams) -> dict:
+    """base.py TextModel.__init__: rope_scaling plus the mirrored global/local thetas."""
+    rope = dict(hparams.get("rope_parameters") or hparams.get("rope_scaling") or {})
+    if "full_attention" in rope or "sliding_attention" in rope:
+        return rope
+    if (local := find(hparams, LOCAL_THETA_KEYS)) is not None:
+        rope["sliding_attention"] = {"rope_theta": local}
+    if "rope_theta" not in rope and (theta := find(hparams, THETA_KEYS)) is not None:
+        rope["rope_theta"] = theta
+    if "rope_type" not in rope and (kind := rope.get("type")) is not None:
+        rope["rope_type"] = kind
+    for key in ("partial_rotary_factor", "original_max_position_embeddings"):
+        if key not in rope and (value := hparams.get(key)) is not None:
+            rope[key] = value
+    return rope
 
 
 def write_hparams(writer: gguf.GGUFWriter, arch: str, hparams: dict, ftype):
@@ -126,8 +135,10 @@ def _rope_scaling(writer, rope):
                               ("beta_fast", ("beta_fast",)), ("beta_slow", ("beta_slow",))):
             if (value := find(rope, names)) is not None:
                 getattr(writer, f"add_rope_scaling_yarn_{method}")(value)
-    elif kind in ("llama3", "su", "longrope", "dynamic"):
-        raise ModelError(f"rope scaling type {kind!r} is not supported by gguf-convert")
+    elif kind in ("su", "longrope"):
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+    elif kind is not None and kind.lower() == "llama3":  # needs a generated rope_freqs tensor
+        raise ModelError("rope scaling type 'llama3' is not supported by gguf-convert")
 
 
 def _llama_extras(writer, hparams):

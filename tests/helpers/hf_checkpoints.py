@@ -198,3 +198,222 @@ def from_smollm2(gguf_path, out_dir, dtype="F32", shards=1) -> Path:
     write_json(out_dir / "generation_config.json",
                {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2})
     return out_dir
+
+
+# ---- SentencePiece tokenizer.model, written as raw protobuf ----------------
+# sentencepiece_model.proto: ModelProto{1: repeated SentencePiece{1: piece, 2: score,
+# 3: type}, 2: TrainerSpec{3: model_type, 4: vocab_size, 35: byte_fallback},
+# 3: NormalizerSpec{1: name, 3: add_dummy_prefix, 4: remove_extra_whitespaces,
+# 5: escape_whitespaces}}. Hand-encoded so the tests need no protobuf package.
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire) + payload
+
+
+def _message(number: int, body: bytes) -> bytes:
+    return _field(number, 2, _varint(len(body)) + body)
+
+
+def spm_model_bytes(pieces) -> bytes:
+    """pieces: (text, score, type) with sentencepiece types (1 normal, 2 unknown,
+    3 control, 4 user-defined, 5 unused, 6 byte); a byte-fallback BPE model."""
+    out = bytearray()
+    for text, score, kind in pieces:
+        body = (_message(1, text.encode()) + _field(2, 5, struct.pack("<f", score))
+                + _field(3, 0, _varint(kind)))
+        out += _message(1, body)
+    trainer = _field(3, 0, _varint(2)) + _field(4, 0, _varint(len(pieces))) + _field(35, 0, b"\x01")
+    normalizer = (_message(1, b"identity") + _field(3, 0, b"\x00") + _field(4, 0, b"\x00")
+                  + _field(5, 0, b"\x01"))
+    return bytes(out + _message(2, trainer) + _message(3, normalizer))
+
+
+def tiny_spm_pieces(n_normal=40):
+    """Gemma-like: <pad> <eos> <bos> <unk> <mask>, chat markers, 256 byte pieces, words."""
+    pieces = [("<pad>", 0.0, 3), ("<eos>", 0.0, 3), ("<bos>", 0.0, 3), ("<unk>", 0.0, 2),
+              ("<mask>", 0.0, 4), ("<start_of_turn>", 0.0, 4), ("<end_of_turn>", 0.0, 4)]
+    pieces += [(f"<0x{b:02X}>", 0.0, 6) for b in range(256)]
+    words = ["\u2581", "\u2581the", "\u2581a", "e", "t", "h", "th", "he", "\u2581t", "in", "an",
+             "er", "on", "re", "\u2581of", "\u2581and", "ing", "\u2581to", "is", "\u2581is"]
+    words += [chr(ord("a") + i) for i in range(26) if chr(ord("a") + i) not in words]
+    pieces += [(w, -float(i), 1) for i, w in enumerate(words[:n_normal])]
+    return pieces
+
+
+# ---- tiny random checkpoints, one per architecture ---------------------------
+# Odd sizes on purpose: llama's ffn has 80 columns in ffn_down (not a multiple of
+# Q8_0's 32: the converter falls back to F16 there); qwen3 has head_dim 24 !=
+# hidden/heads; gemma3's embedding has 8 rows past the vocabulary (dropped).
+TINY = {
+    "llama": dict(cls="LlamaForCausalLM", model_type="llama", hidden_size=64,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=80,
+                  num_hidden_layers=2, rope_theta=50000.0, rms_norm_eps=1e-5,
+                  max_position_embeddings=512, tie_word_embeddings=True,
+                  dtype="BF16", shards=2),
+    "qwen2": dict(cls="Qwen2ForCausalLM", model_type="qwen2", hidden_size=64,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                  num_hidden_layers=2, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                  max_position_embeddings=1024, tie_word_embeddings=False,
+                  dtype="F16", shards=1),
+    "qwen3": dict(cls="Qwen3ForCausalLM", model_type="qwen3", hidden_size=64,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+                  intermediate_size=96, num_hidden_layers=2, rope_theta=1000000.0,
+                  rms_norm_eps=1e-6, max_position_embeddings=2048, tie_word_embeddings=True,
+                  dtype="F32", shards=1),
+    "gemma3": dict(cls="Gemma3ForCausalLM", model_type="gemma3_text", hidden_size=64,
+                   num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+                   intermediate_size=96, num_hidden_layers=7, sliding_window=8,
+                   rope_theta=1000000.0, rope_local_base_freq=10000.0, rms_norm_eps=1e-6,
+                   max_position_embeddings=1024, query_pre_attn_scalar=32,
+                   final_logit_softcapping=None, tie_word_embeddings=True,
+                   dtype="BF16", shards=1),
+}
+GEMMA_VOCAB = 320  # config vocab_size: the tokenizer.model's 303 pieces padded with [PAD]
+
+
+def _tiny_config(arch, n_vocab):
+    spec = TINY[arch]
+    config = {k: v for k, v in spec.items() if k not in ("cls", "dtype", "shards")}
+    config.update(architectures=[spec["cls"]], vocab_size=n_vocab, hidden_act="silu",
+                  torch_dtype={"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[spec["dtype"]])
+    if arch == "gemma3":
+        config.update(hidden_activation="gelu_pytorch_tanh", bos_token_id=2, eos_token_id=1,
+                      pad_token_id=0, sliding_window_pattern=6)
+        del config["hidden_act"]
+    else:
+        config.update(bos_token_id=1, eos_token_id=2)
+    return config
+
+
+def _tiny_tensors(arch, n_vocab, rng):
+    c = TINY[arch]
+    d, n_head, n_kv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
+    hd, ff = c.get("head_dim", d // n_head), c["intermediate_size"]
+    mat = lambda r, k: (rng.standard_normal((r, k)) / np.sqrt(k)).astype(np.float32)  # noqa: E731
+    vec = lambda n, s=0.1: (s * rng.standard_normal(n)).astype(np.float32) + (  # noqa: E731
+        0.0 if arch == "gemma3" else 1.0)
+    rows = n_vocab + 8 if arch == "gemma3" else n_vocab
+    t = {"model.embed_tokens.weight": rng.standard_normal((rows, d)).astype(np.float32),
+         "model.norm.weight": vec(d)}
+    if not c["tie_word_embeddings"]:
+        t["lm_head.weight"] = mat(n_vocab, d)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = vec(d)
+        t[p + "post_attention_layernorm.weight"] = vec(d)
+        for name, rows_ in (("q", n_head * hd), ("k", n_kv * hd), ("v", n_kv * hd)):
+            t[p + f"self_attn.{name}_proj.weight"] = mat(rows_, d)
+            if arch == "qwen2":
+                t[p + f"self_attn.{name}_proj.bias"] = vec(rows_, 0.05) - 1.0
+        t[p + "self_attn.o_proj.weight"] = mat(d, n_head * hd)
+        t[p + "mlp.gate_proj.weight"] = mat(ff, d)
+        t[p + "mlp.up_proj.weight"] = mat(ff, d)
+        t[p + "mlp.down_proj.weight"] = mat(d, ff)
+        if arch in ("qwen3", "gemma3"):
+            t[p + "self_attn.q_norm.weight"] = vec(hd)
+            t[p + "self_attn.k_norm.weight"] = vec(hd)
+        if arch == "gemma3":
+            t[p + "pre_feedforward_layernorm.weight"] = vec(d)
+            t[p + "post_feedforward_layernorm.weight"] = vec(d)
+    return t
+
+
+def _gemma_tokenizer_files(out_dir):
+    pieces = tiny_spm_pieces()
+    (out_dir / "tokenizer.model").write_bytes(spm_model_bytes(pieces))
+    added = {str(i): {"content": text, "lstrip": False, "normalized": False, "rstrip": False,
+                      "single_word": False, "special": kind == 3}
+             for i, (text, _, kind) in enumerate(pieces[:7])}
+    write_json(out_dir / "tokenizer_config.json", {
+        "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": added,
+        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "chat_template": "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
+                         "{{ m['content'] }}<end_of_turn>\n{% endfor %}",
+        "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer"})
+
+
+def tiny(arch, out_dir, smollm2_gguf=None, seed=0) -> Path:
+    """A small random checkpoint; BPE archs borrow SmolLM2's tokenizer (its
+    pre-tokenizer hash is one llama.cpp's converter knows)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if arch == "gemma3":
+        n_vocab = GEMMA_VOCAB
+        _gemma_tokenizer_files(out_dir)
+    else:
+        from gguf_runtime.reader import GGUFFile
+        with GGUFFile(smollm2_gguf) as f:
+            tok_json, tok_config = smollm2_tokenizer_files(f.metadata)
+            n_vocab = len(f.metadata["tokenizer.ggml.tokens"])
+        write_json(out_dir / "tokenizer.json", tok_json)
+        write_json(out_dir / "tokenizer_config.json", tok_config)
+    rng = np.random.default_rng(seed + sorted(TINY).index(arch))
+    spec = TINY[arch]
+    write_checkpoint(out_dir, _tiny_tensors(arch, n_vocab, rng), spec["dtype"], spec["shards"])
+    write_json(out_dir / "config.json", _tiny_config(arch, n_vocab))
+    return out_dir
+
+
+# ---- the real gemma-3-270m GGUF as an HF Gemma3ForCausalLM checkpoint --------
+
+def gemma3_config(md, n_vocab):
+    m = lambda key, default=None: md.get(f"gemma3.{key}", default)  # noqa: E731
+    n_layer = int(m("block_count"))
+    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+            "attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None,
+            "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+            "final_logit_softcapping": None, "head_dim": int(m("attention.key_length")),
+            "hidden_activation": "gelu_pytorch_tanh", "hidden_size": int(m("embedding_length")),
+            "intermediate_size": int(m("feed_forward_length")),
+            "layer_types": ["full_attention" if i % 6 == 5 else "sliding_attention"
+                            for i in range(n_layer)],
+            "max_position_embeddings": int(m("context_length")),
+            "num_attention_heads": int(m("attention.head_count")), "num_hidden_layers": n_layer,
+            "num_key_value_heads": int(m("attention.head_count_kv")),
+            "query_pre_attn_scalar": int(m("attention.key_length")),
+            "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0, "rope_scaling": None,
+            "rope_theta": float(m("rope.freq_base")), "sliding_window": int(m("attention.sliding_window")),
+            "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
+            "vocab_size": n_vocab}
+
+
+def from_gemma3(gguf_path, out_dir, dtype="F32") -> Path:
+    """gemma-3-270m's GGUF as an HF checkpoint: weights dequantized, norms stored
+    as HF does (value - 1), tokenizer.model rebuilt from the GGUF vocabulary."""
+    import quant_formats
+    from gguf_runtime.reader import GGUFFile
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with GGUFFile(gguf_path) as f:
+        md = f.metadata
+        tensors = {}
+        for t in f.tensors:
+            w = quant_formats.dequantize(t.data, t.type).reshape(t.shape).astype(np.float32)
+            if t.name.endswith("norm.weight"):
+                w = w - np.float32(1.0)
+            tensors[hf_name(t.name, "gemma3")] = w
+        tokens = list(md["tokenizer.ggml.tokens"])
+        pieces = list(zip(tokens, [float(s) for s in md["tokenizer.ggml.scores"]],
+                          [int(t) for t in md["tokenizer.ggml.token_type"]]))
+        config = gemma3_config(md, len(tokens))
+    (out_dir / "tokenizer.model").write_bytes(spm_model_bytes(pieces))
+    write_checkpoint(out_dir, tensors, dtype)
+    write_json(out_dir / "config.json", config)
+    write_json(out_dir / "tokenizer_config.json", {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>",
+        "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer"})
+    return out_dir
