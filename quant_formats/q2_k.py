@@ -5,12 +5,20 @@ Block bytes: scales[16] @0 (low nibble: scale, high nibble: min, one byte per
 sub-block), qs[64] @16, d f16 @80, dmin f16 @82. Each half n of the block (128
 weights) uses qs[32n:32n+32]: weight 128n + 32j + l is bits 2j..2j+1 of
 qs[32n + l], so sub-block 8n + 2j + (l >= 16).
+
+Quantizing (quantize_blocks) is ggml's quantize_row_q2_K_ref without an importance
+matrix (make_qkx2_quants per sub-block weighted by |x|, least absolute error;
+4-bit scales and mins against their maxima) and quantize_row_q2_K_impl with one
+(make_qkx3_quants weighted by imatrix * sqrt(sigma2 + x^2), make_qp_quants for
+the 4-bit scales and mins).
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
+from .kquant_quantize import (check_rows, make_qkx_quants, make_qp_quants, nearest_int,
+                              pack_2bit, store_f16)
 
 QTYPE = T.Q2_K
 BLOCK_SIZE = 256
@@ -104,3 +112,103 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+def quantize_blocks(x, imatrix):
+    """f32 [rows, n] -> uint8 [rows, n // 256 * 84], as ggml_quantize_chunk(Q2_K)."""
+    check_rows(x, imatrix, BLOCK_SIZE)
+    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
+    if imatrix is None:
+        _quantize_rows_ref(x, out)
+    else:
+        _quantize_rows_impl(x, imatrix, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _quantize_rows_ref(x, out):
+    for r in prange(x.shape[0]):
+        L = np.empty(256, np.uint8)
+        weights = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
+        for b in range(x.shape[1] // 256):
+            xb = x[r, 256 * b:256 * b + 256]
+            o = b * _TYPE_SIZE
+            # quantize_row_q2_K_ref
+            max_scale = np.float32(0.0)
+            max_min = np.float32(0.0)
+            for j in range(16):
+                xs = xb[16 * j:16 * j + 16]
+                for l in range(16):
+                    weights[l] = abs(xs[l])
+                scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
+                                                     -0.5, 0.1, 15, True)
+                if scales[j] > max_scale:
+                    max_scale = scales[j]
+                if mins[j] > max_min:
+                    max_min = mins[j]
+            d, dmin = np.float32(0.0), np.float32(0.0)
+            if max_scale > 0:  # else scales stay 0 and d is f16 zero (the buffer's zeros)
+                iscale = np.float32(15.0) / max_scale
+                for j in range(16):
+                    out[r, o + j] = nearest_int(iscale * scales[j]) & 0xFF
+                d = store_f16(out[r], o + 80, max_scale / np.float32(15.0))
+            if max_min > 0:
+                iscale = np.float32(15.0) / max_min
+                for j in range(16):
+                    out[r, o + j] |= (nearest_int(iscale * mins[j]) << 4) & 0xFF
+                dmin = store_f16(out[r], o + 82, max_min / np.float32(15.0))
+            _finish_block(xb, out[r], o, d, dmin, L)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _quantize_rows_impl(x, imatrix, out):
+    for r in prange(x.shape[0]):
+        L = np.empty(256, np.uint8)
+        weights = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
+        sw = np.empty(16, np.float32)
+        Ls = np.empty(16, np.uint8)
+        Lm = np.empty(16, np.uint8)
+        for b in range(x.shape[1] // 256):
+            xb = x[r, 256 * b:256 * b + 256]
+            qw = imatrix[256 * b:256 * b + 256]
+            o = b * _TYPE_SIZE
+            # quantize_row_q2_K_impl
+            sum_x2 = np.float32(0.0)
+            for i in range(256):
+                sum_x2 += xb[i] * xb[i]
+            sigma2 = sum_x2 / np.float32(256.0)
+            for j in range(16):
+                xs = xb[16 * j:16 * j + 16]
+                for l in range(16):
+                    weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
+                sumw = np.float32(0.0)
+                for l in range(16):
+                    sumw += weights[l]
+                sw[j] = sumw
+                scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
+                                                     -0.9, 0.05, 36, False)
+            dm = make_qp_quants(scales, sw, 15, Ls)
+            mm = make_qp_quants(mins, sw, 15, Lm)
+            d = store_f16(out[r], o + 80, dm)
+            dmin = store_f16(out[r], o + 82, mm)
+            for j in range(16):
+                out[r, o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
+            _finish_block(xb, out[r], o, d, dmin, L)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _finish_block(xb, out, o, d_all, dmin_all, L):
+    """Quantize again with the stored scales (sub-blocks with scale 0 keep the
+    search's levels) and pack qs at @16."""
+    for j in range(16):
+        d = d_all * np.float32(out[o + j] & 0xF)
+        if d == 0:
+            continue
+        dm = dmin_all * np.float32(out[o + j] >> 4)
+        for i in range(16 * j, 16 * j + 16):
+            L[i] = max(0, min(3, nearest_int((xb[i] + dm) / d)))
+    pack_2bit(L, out, o + 16)
