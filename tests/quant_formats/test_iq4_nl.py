@@ -1,6 +1,8 @@
-"""IQ4_NL: hand-built blocks against gguf-py's kvalues, and llama.cpp round trips."""
+"""IQ4_NL: hand-built blocks against gguf-py's kvalues, llama.cpp round trips, and the
+quantizer's best_index_int8 against its C definition."""
 import numpy as np
 from gguf import GGMLQuantizationType as T, quants as gguf_quants
+from numba import njit
 
 import quant_formats as qf
 from iq_reference import (check_ggml_round_trip, check_matmul_against_ggml_vec_dot,
@@ -55,3 +57,42 @@ def test_dequantize_of_ggml_quantized_rows_matches_ggml():
 @needs_ggml
 def test_matmul_matches_ggml_vec_dot():
     check_matmul_against_ggml_vec_dot(T.IQ4_NL)
+
+
+def _c_best_index_int8(x, kvalues):
+    """ggml-quants.c best_index_int8, transcribed: bisection, then the lower of the
+    two neighbours unless strictly farther (float32 differences)."""
+    if x <= kvalues[0]:
+        return 0
+    if x >= kvalues[-1]:
+        return len(kvalues) - 1
+    lo, hi = 0, len(kvalues) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if x < kvalues[mid]:
+            hi = mid
+        else:
+            lo = mid
+    return hi - 1 if np.float32(x - kvalues[hi - 1]) < np.float32(kvalues[hi] - x) else hi
+
+
+@njit
+def _best_indices(values, out):
+    for i in range(values.size):
+        out[i] = iq4_nl.best_index_int8(values[i])
+
+
+def test_quantizer_best_index_int8_as_c():
+    """The quantizer's table lookup equals C's bisection on floats around every
+    kvalue and midpoint (ties), out of range, inf and NaN."""
+    kvalues = np.array(gguf_quants.IQ4_NL.kvalues, np.float32)
+    rng = np.random.default_rng(3)
+    grid = np.arange(-130.0, 130.0, 0.5, dtype=np.float32)
+    values = np.concatenate([grid, np.nextafter(grid, np.float32(np.inf)),
+                             np.nextafter(grid, np.float32(-np.inf)),
+                             rng.uniform(-140, 140, 20_000).astype(np.float32),
+                             np.array([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0, -0.0], np.float32)])
+    out = np.empty(values.size, np.int64)
+    _best_indices(values, out)
+    expected = [_c_best_index_int8(x, kvalues) for x in values]
+    assert np.array_equal(out, expected)
