@@ -90,9 +90,10 @@ def _default_name(meta, ftype, writer) -> str:
 
 
 def _vocab_rows(model_dir, kind, hparams, tok_config) -> int:
-    """gemma.py Gemma3Model.modify_tensors: token_embd keeps this many rows."""
+    """gemma.py Gemma3Model.modify_tensors: token_embd keeps this many rows (the
+    SentencePiece token list is exactly vocab_size long, padded or cut)."""
     if kind == "spm":
-        return len(vocab.spm_vocab(model_dir, hparams.get("vocab_size"), tok_config)[0])
+        return hparams["vocab_size"]
     data = vocab.read_json(model_dir / "tokenizer.json", "the tokenizer")
     return len(data["model"]["vocab"]) + len(data.get("added_tokens", []))
 

@@ -138,12 +138,17 @@ class TensorReader:
                              offset=entry.offset + row0 * row_elems * dtype.itemsize)
         return data.reshape((row1 - row0, *entry.shape[1:]))
 
-    def release(self, entry: TensorEntry):
-        """Drop the tensor's pages from this process (they stay in the page cache)."""
+    def release(self, entry: TensorEntry, row0=0, row1=None):
+        """Drop rows' pages from this process (they stay in the page cache), so a
+        large tensor does not stay resident once converted."""
+        if not hasattr(mmap, "MADV_DONTNEED") or not entry.shape:
+            return
+        row1 = entry.shape[0] if row1 is None else row1
+        row_bytes = entry.nbytes // max(entry.shape[0], 1)
         page = mmap.PAGESIZE
-        start = entry.offset // page * page
-        length = entry.offset + entry.nbytes - start
-        if hasattr(mmap, "MADV_DONTNEED") and length > 0:
+        start = (entry.offset + row0 * row_bytes) // page * page
+        length = entry.offset + row1 * row_bytes - start
+        if length > 0:
             self._map(entry.path).madvise(mmap.MADV_DONTNEED, start, length)
 
     def load(self, entry: TensorEntry, row0=0, row1=None) -> np.ndarray:

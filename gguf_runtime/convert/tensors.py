@@ -144,9 +144,9 @@ def tensor_data(plan: TensorPlan, reader) -> np.ndarray:
         block = _convert(reader.load(plan.entry, r0, r1), plan, heads).view(np.uint8).reshape(-1)
         out[pos:pos + block.size] = block
         pos += block.size
+        reader.release(plan.entry, r0, r1)
     if pos != plan.nbytes:
         raise ModelError(f"{plan.hf_name}: {pos} bytes, {plan.nbytes} planned")
-    reader.release(plan.entry)
     return out
 
 
