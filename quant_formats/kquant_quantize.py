@@ -51,7 +51,9 @@ def store_f16(out, offset, value):
     rounded = to_f16(np.float32(value))
     sign = (_f32_bits(np.float32(value)) >> 16) & 0x8000
     mag = abs(rounded)
-    if mag == np.inf:
+    if mag != mag:  # NaN: ggml_compute_fp32_to_fp16 gives the quiet NaN 0x7E00, signed
+        bits = 0x7E00
+    elif mag == np.inf:
         bits = 0x7C00
     elif mag < np.float32(6.103515625e-05):  # below 2^-14: f16 subnormal, steps of 2^-24
         bits = np.int32(mag * np.float32(16777216.0))

@@ -112,7 +112,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pack_nibbles(L, out, o):
     """Quant byte 32c + l: level 64c + l low, 64c + 32 + l high (quantize_row_q4_K_ref)."""
     for c in range(4):
@@ -120,7 +120,7 @@ def _pack_nibbles(L, out, o):
             out[o + 16 + 32 * c + l] = L[64 * c + l] | (L[64 * c + 32 + l] << 4)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _quantize_rows_ref(x, out):
     for r in prange(x.shape[0]):
         work = scale_min_scratch()
@@ -130,7 +130,7 @@ def _quantize_rows_ref(x, out):
             _pack_nibbles(work[0], out[r], o)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _quantize_rows_impl(x, imatrix, out):
     for r in prange(x.shape[0]):
         work = scale_min_scratch()

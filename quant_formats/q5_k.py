@@ -124,7 +124,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pack_levels(L, out, o):
     """Low nibbles as Q4_K at @48; the fifth bit of level 32k + l into bit k of qh[l]
     (quantize_row_q5_K_ref)."""
@@ -138,7 +138,7 @@ def _pack_levels(L, out, o):
             out[o + 48 + 32 * c + l] = (L[64 * c + l] & 15) | ((L[64 * c + 32 + l] & 15) << 4)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _quantize_rows_ref(x, out):
     for r in prange(x.shape[0]):
         work = scale_min_scratch()
@@ -148,7 +148,7 @@ def _quantize_rows_ref(x, out):
             _pack_levels(work[0], out[r], o)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _quantize_rows_impl(x, imatrix, out):
     for r in prange(x.shape[0]):
         work = scale_min_scratch()

@@ -126,7 +126,7 @@ def quantize_blocks(x, imatrix):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _quantize_rows(x, imatrix, out):
     for r in prange(x.shape[0]):
         L = np.empty(256, np.uint8)
@@ -139,7 +139,7 @@ def _quantize_rows(x, imatrix, out):
                             L, weights, scales, trials)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(x, qw, out, o, L, weights, scales, trials):
     max_scale = np.float32(0.0)
     max_abs_scale = np.float32(0.0)
@@ -167,7 +167,7 @@ def _quantize_block(x, qw, out, o, L, weights, scales, trials):
     _pack_levels(L, out, o)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _pack_levels(L, out, o):
     for h in range(2):
         for l in range(32):
