@@ -16,8 +16,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
-from .kquant_quantize import (check_rows, scale_min_block_impl, scale_min_block_ref,
-                              scale_min_scratch)
+from .kquant_quantize import check_rows
+from .kquant_scale_min import scale_min_block_impl, scale_min_block_ref, scale_min_scratch
 
 QTYPE = T.Q5_K
 BLOCK_SIZE = 256
