@@ -34,6 +34,7 @@ CASES = {
     "tiny-qwen2": ("f32", "f16", "bf16", "q8_0", "auto"),
     "tiny-qwen3": ("f32", "f16", "bf16", "q8_0", "auto"),
     "tiny-gemma3": ("f32", "f16", "bf16", "q8_0", "auto"),
+    "gemma3-bf16": ("auto",),
 }
 
 
@@ -45,6 +46,8 @@ def build_checkpoint(name: str, work: Path) -> Path:
         return hf_checkpoints.from_smollm2(smollm2, work / name, dtype="F32")
     if name == "smollm2-bf16":
         return hf_checkpoints.from_smollm2(smollm2, work / name, dtype="BF16")
+    if name == "gemma3-bf16":
+        return hf_checkpoints.from_gemma3(resolve_model("gemma3-270m"), work / name, dtype="BF16")
     return hf_checkpoints.tiny(name.removeprefix("tiny-"), work / name, smollm2)
 
 
@@ -97,13 +100,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", default="/tmp/gguf-convert-refs")
     parser.add_argument("--hashes", action="store_true")
+    parser.add_argument("--only", nargs="*", help="checkpoint names to (re)make; others kept")
     args = parser.parse_args()
     if args.hashes:
         return write_hash_table()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    refs = {}
+    refs = json.loads(OUT.read_text(encoding="utf-8")) if args.only and OUT.exists() else {}
     for name, outtypes in CASES.items():
+        if args.only and name not in args.only:
+            continue
         model_dir = build_checkpoint(name, work)
         for outtype in outtypes:
             out = work / f"ref-{name}-{outtype}.gguf"

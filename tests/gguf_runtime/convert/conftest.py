@@ -15,7 +15,7 @@ def convert_refs():
 
 
 @pytest.fixture(scope="session")
-def checkpoint(smollm2_path, tmp_path_factory):
+def checkpoint(smollm2_path, gemma3_path, tmp_path_factory):
     """checkpoint(name) -> directory, for the names in make_convert_refs.CASES."""
     import hf_checkpoints
     root = tmp_path_factory.mktemp("hf")
@@ -25,5 +25,7 @@ def checkpoint(smollm2_path, tmp_path_factory):
             return hf_checkpoints.from_smollm2(smollm2_path, root / name, dtype="F32")
         if name == "smollm2-bf16":
             return hf_checkpoints.from_smollm2(smollm2_path, root / name, dtype="BF16")
+        if name == "gemma3-bf16":
+            return hf_checkpoints.from_gemma3(gemma3_path, root / name, dtype="BF16")
         return hf_checkpoints.tiny(name.removeprefix("tiny-"), root / name, smollm2_path)
     return build

@@ -10,7 +10,7 @@ from gguf_runtime.errors import ModelError
 
 CASES = [
     "smollm2-f32/f32", "smollm2-f32/f16", "smollm2-f32/bf16", "smollm2-f32/q8_0",
-    "smollm2-bf16/auto",
+    "smollm2-bf16/auto", "gemma3-bf16/auto",
     *(f"tiny-{arch}/{outtype}" for arch in ("llama", "qwen2", "qwen3", "gemma3")
       for outtype in ("f32", "f16", "bf16", "q8_0", "auto")),
 ]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import hf_checkpoints
+import spm_model
 from gguf_runtime.convert import vocab
 from gguf_runtime.errors import ModelError
 from gguf_runtime.reader import GGUFFile
@@ -52,8 +53,8 @@ def test_unknown_pre_tokenizer_is_refused(smollm2_tokenizer_dir, tmp_path):
 
 def test_spm_vocab_against_sentencepiece(tmp_path):
     from sentencepiece import SentencePieceProcessor
-    pieces = hf_checkpoints.tiny_spm_pieces()
-    (tmp_path / "tokenizer.model").write_bytes(hf_checkpoints.spm_model_bytes(pieces))
+    pieces = spm_model.tiny_spm_pieces()
+    (tmp_path / "tokenizer.model").write_bytes(spm_model.spm_model_bytes(pieces))
     config = {"added_tokens_decoder": {"5": {"content": "<start_of_turn>", "special": True}}}
     tokens, scores, types = vocab.spm_vocab(tmp_path, len(pieces) + 2, config)
     sp = SentencePieceProcessor()
