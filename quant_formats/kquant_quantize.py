@@ -342,6 +342,30 @@ def make_qp_quants(x, weights, nmax, L):
     return sumlx / suml2 if suml2 > 0 else F32(0.0)
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def requantize_scratch(n_sub):
+    """Per-row work arrays of requantize: d, dm (zeros), tmp."""
+    return np.empty(n_sub, F32), np.zeros(n_sub, F32), np.empty(256, np.int32)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def requantize(x, d, dm, sub, lo, hi, offset, L, tmp):
+    """The last pass of every K-quant quantizer, with the stored (f16 times 4/6/8-bit)
+    scales: L[i] = clamp(nearest_int((x[i] + dm[j]) / d[j]), lo, hi) + offset for
+    i in sub-block j (sub values each); where d[j] == 0 ggml skips the sub-block and
+    its search levels stay. (x + 0) / d == x / d exactly, so formats without mins
+    pass dm = 0. Computed for every sub-block into tmp, then copied where d != 0:
+    skipping inside the loop made LLVM emit branchy scalar code, 5x slower."""
+    lo32, hi32 = np.int32(lo), np.int32(hi)
+    for j in range(d.shape[0]):
+        dj, mj = d[j], dm[j]
+        for i in range(sub * j, sub * j + sub):
+            tmp[i] = max(lo32, min(hi32, nearest_int((x[i] + mj) / dj))) + offset
+    for j in range(d.shape[0]):
+        if d[j] != 0:
+            L[sub * j:sub * j + sub] = tmp[sub * j:sub * j + sub]
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def pack_2bit(L, out, o):
     """qs of Q2_K/Q3_K: byte 32n + l of each 128-weight half n holds the low two bits

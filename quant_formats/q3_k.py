@@ -19,7 +19,8 @@ from numba import njit, prange
 from .common import f16_at
 from .kquant_common import q3_k_scale
 from .kquant_quantize import (check_rows, make_q3_quants, make_qx_quants, nearest_int,
-                              pack_2bit, search_scratch, store_f16)
+                              pack_2bit, requantize, requantize_scratch, search_scratch,
+                              store_f16)
 
 QTYPE = T.Q3_K
 BLOCK_SIZE = 256
@@ -133,6 +134,7 @@ def _quantize_rows_ref(x, out):
         L = np.empty(256, np.int8)
         scales = np.empty(16, np.float32)
         levels = np.empty(16, np.int32)
+        fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             xb = x[r, 256 * b:256 * b + 256]
             o = b * _TYPE_SIZE
@@ -153,7 +155,7 @@ def _quantize_rows_ref(x, out):
             else:
                 levels[:] = 0  # scales bytes stay zero
                 d = store_f16(out[r], o + 108, np.float32(0.0))
-            _finish_block(xb, out[r], o, levels, d, L)
+            _finish_block(xb, out[r], o, levels, d, L, fin)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -166,6 +168,7 @@ def _quantize_rows_impl(x, imatrix, out):
         Ls = np.empty(16, np.int8)
         levels = np.empty(16, np.int32)
         trials = search_scratch()
+        fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             xb = x[r, 256 * b:256 * b + 256]
             qw = imatrix[256 * b:256 * b + 256]
@@ -187,11 +190,11 @@ def _quantize_rows_impl(x, imatrix, out):
             for j in range(16):
                 levels[j] = Ls[j]
             d = store_f16(out[r], b * _TYPE_SIZE + 108, d_block)
-            _finish_block(xb, out[r], b * _TYPE_SIZE, levels, d, L)
+            _finish_block(xb, out[r], b * _TYPE_SIZE, levels, d, L, fin)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _finish_block(xb, out, o, levels, d_all, L):
+def _finish_block(xb, out, o, levels, d_all, L, fin):
     """Pack the 6-bit scale levels (0..63) at @96, quantize again with the stored
     scales (sub-blocks with scale 0 keep the search's levels), then hmask and qs."""
     out[o + 96:o + 108] = 0
@@ -201,16 +204,14 @@ def _finish_block(xb, out, o, levels, d_all, L):
             out[o + 96 + j] = l & 0xF
         else:
             out[o + 96 + j - 8] |= (l & 0xF) << 4
-        out[o + 96 + 8 + j % 4] |= ((l >> 4) << (2 * (j // 4))) & 0xFF
+        out[o + 96 + 8 + (j & 3)] |= ((l >> 4) << (2 * (j >> 2))) & 0xFF
+    d, zeros, tmp = fin
     for j in range(16):
-        d = d_all * np.float32(q3_k_scale(out, o + 96, j))
-        if d == 0:
-            continue
-        for i in range(16 * j, 16 * j + 16):
-            L[i] = max(-4, min(3, nearest_int(xb[i] / d))) + 4
-    out[o:o + 32] = 0
-    for i in range(256):  # level i's third bit goes to bit i // 32 of hmask[i % 32]
-        if L[i] > 3:
-            out[o + i % 32] |= 1 << (i // 32)
-            L[i] -= 4
-    pack_2bit(L, out, o + 32)
+        d[j] = d_all * np.float32(q3_k_scale(out, o + 96, j))
+    requantize(xb, d, zeros, 16, -4, 3, 4, L, tmp)
+    for m in range(32):  # level 32k + m's third bit goes to bit k of hmask[m]
+        high = 0
+        for k in range(8):
+            high |= (np.int32(L[32 * k + m]) >> 2) << k
+        out[o + m] = high
+    pack_2bit(L, out, o + 32)  # the low two bits
