@@ -137,8 +137,7 @@ def _rope_scaling(writer, rope):
                 getattr(writer, f"add_rope_scaling_yarn_{method}")(value)
     elif kind in ("su", "longrope"):
         writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
-    elif kind is not None and kind.lower() == "llama3":  # needs a generated rope_freqs tensor
-        raise ModelError("rope scaling type 'llama3' is not supported by gguf-convert")
+    # llama3: no keys, a rope_freqs.weight tensor instead (tensors._generated)
 
 
 def _llama_extras(writer, hparams):

@@ -12,6 +12,7 @@ import gguf
 import numpy as np
 
 from ..errors import ModelError
+from .rope_freqs import llama3_rope_factors
 
 T = gguf.GGMLQuantizationType
 FTYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -42,6 +43,7 @@ class TensorPlan:
     permute_heads: int   # >0: llama Q/K rows permuted for this many heads
     norm_shift: float    # added to the values (gemma3 norms)
     nbytes: int
+    values: np.ndarray = None  # a generated tensor (llama3 rope_freqs): no entry
 
 
 def guess_ftype(entries) -> gguf.LlamaFileType:
@@ -78,7 +80,7 @@ def _output_qtype(name: str, shape: tuple, ftype) -> T:
 def plan_tensors(arch, hparams, entries: dict, ftype, n_vocab_real) -> list:
     """One TensorPlan per output tensor, in the converter's order."""
     name_map = gguf.get_tensor_name_map(GGUF_ARCHS[arch], hparams["num_hidden_layers"])
-    plans = []
+    plans = _generated(arch, hparams)
     for key, entry in entries.items():
         name = _hf_name(key, arch)
         if name is None or name.endswith(_UNUSED_SUFFIXES):
@@ -107,6 +109,18 @@ def plan_tensors(arch, hparams, entries: dict, ftype, n_vocab_real) -> list:
     return plans
 
 
+def _generated(arch, hparams) -> list:
+    """generate_extra_tensors (written before the checkpoint's tensors): llama's
+    rope_freqs.weight for Llama 3 RoPE scaling."""
+    rope = hparams["rope_parameters"]
+    rope = rope.get("full_attention", rope)
+    if arch != "llama" or str(rope.get("rope_type", "")).lower() != "llama3":
+        return []
+    values = llama3_rope_factors(rope, hparams["head_dim"])
+    return [TensorPlan("(generated)", "rope_freqs.weight", None, values.shape, T.F32, 0, 0.0,
+                       values.nbytes, values)]
+
+
 def _check_unique(plans):
     seen = set()
     for p in plans:
@@ -128,6 +142,8 @@ def tensor_data(plan: TensorPlan, reader) -> np.ndarray:
     """The tensor's bytes in the output type, through gguf.quants as the converter
     does, a block of rows at a time (every step here is row-independent; Q/K
     permutation only within a head, so blocks hold whole heads)."""
+    if plan.values is not None:
+        return plan.values.view(np.uint8)
     shape = plan.shape
     if len(shape) < 2:
         return _convert(reader.load(plan.entry), plan, plan.permute_heads).view(np.uint8)

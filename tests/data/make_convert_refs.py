@@ -35,6 +35,7 @@ CASES = {
     "tiny-qwen3": ("f32", "f16", "bf16", "q8_0", "auto"),
     "tiny-gemma3": ("f32", "f16", "bf16", "q8_0", "auto"),
     "gemma3-bf16": ("auto",),
+    "tiny-llama3": ("f16", "q8_0"),
 }
 
 

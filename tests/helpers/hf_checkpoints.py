@@ -223,6 +223,14 @@ TINY = {
                   intermediate_size=96, num_hidden_layers=2, rope_theta=1000000.0,
                   rms_norm_eps=1e-6, max_position_embeddings=2048, tie_word_embeddings=True,
                   dtype="F32", shards=1),
+    # Llama 3 RoPE scaling: converters add a generated rope_freqs.weight tensor
+    "llama3": dict(cls="LlamaForCausalLM", model_type="llama", hidden_size=64,
+                   num_attention_heads=2, num_key_value_heads=1, intermediate_size=96,
+                   num_hidden_layers=2, rope_theta=500000.0, rms_norm_eps=1e-5,
+                   rope_scaling={"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                 "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+                   max_position_embeddings=131072, tie_word_embeddings=True,
+                   dtype="BF16", shards=1),
     "gemma3": dict(cls="Gemma3ForCausalLM", model_type="gemma3_text", hidden_size=64,
                    num_attention_heads=4, num_key_value_heads=1, head_dim=32,
                    intermediate_size=96, num_hidden_layers=7, sliding_window=8,
@@ -231,6 +239,7 @@ TINY = {
                    final_logit_softcapping=None, tie_word_embeddings=True,
                    dtype="BF16", shards=1),
 }
+_SEEDS = {"gemma3": 0, "llama": 1, "qwen2": 2, "qwen3": 3, "llama3": 4}
 GEMMA_VOCAB = 320  # config vocab_size: the tokenizer.model's 303 pieces padded with [PAD]
 
 
@@ -312,7 +321,7 @@ def tiny(arch, out_dir, smollm2_gguf=None, seed=0) -> Path:
             n_vocab = len(f.metadata["tokenizer.ggml.tokens"])
         write_json(out_dir / "tokenizer.json", tok_json)
         write_json(out_dir / "tokenizer_config.json", tok_config)
-    rng = np.random.default_rng(seed + sorted(TINY).index(arch))
+    rng = np.random.default_rng(seed + _SEEDS[arch])
     spec = TINY[arch]
     write_checkpoint(out_dir, _tiny_tensors(arch, n_vocab, rng), spec["dtype"], spec["shards"])
     write_json(out_dir / "config.json", _tiny_config(arch, n_vocab))

@@ -6,13 +6,13 @@ import pytest
 
 import gguf_summary
 from gguf_runtime.convert import convert
-from gguf_runtime.errors import ModelError
 
 CASES = [
     "smollm2-f32/f32", "smollm2-f32/f16", "smollm2-f32/bf16", "smollm2-f32/q8_0",
     "smollm2-bf16/auto", "gemma3-bf16/auto",
     *(f"tiny-{arch}/{outtype}" for arch in ("llama", "qwen2", "qwen3", "gemma3")
       for outtype in ("f32", "f16", "bf16", "q8_0", "auto")),
+    "tiny-llama3/f16", "tiny-llama3/q8_0",
 ]
 
 
@@ -44,15 +44,7 @@ def test_q8_0_falls_back_to_f16_where_rows_do_not_split(convert_refs):
     assert types["blk.0.ffn_gate.weight"] == "Q8_0"
 
 
-def test_llama3_rope_scaling_is_refused(checkpoint, tmp_path):
-    import json
-    import shutil
-    src = checkpoint("tiny-llama")
-    model_dir = tmp_path / "llama3"
-    shutil.copytree(src, model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0}
-    (model_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="llama3"):
-        convert(model_dir, tmp_path / "out.gguf", "f16", quiet=True)
-    assert not (tmp_path / "out.gguf").exists()
+def test_llama3_rope_freqs_tensor_comes_first(convert_refs):
+    """Llama 3 RoPE scaling: a generated F32 rope_freqs.weight (head_dim / 2 factors)."""
+    first = convert_refs["tiny-llama3/f16"]["tensors"][0]
+    assert first[:3] == ["rope_freqs.weight", "F32", [16]]
