@@ -48,7 +48,8 @@ def read_header(path: Path) -> list:
             raise ModelError(f"{path.name}: not a safetensors file (shorter than 8 bytes)")
         n = int.from_bytes(head, "little")
         if n > MAX_HEADER or 8 + n > size:
-            raise ModelError(f"{path.name}: bad safetensors header length {n} (file has {size} bytes)")
+            raise ModelError(f"{path.name}: bad safetensors header length {n} "
+                             f"(file has {size} bytes)")
         try:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -71,7 +72,8 @@ def _entry(path, name, meta, data_start, data_size) -> TensorEntry:
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise ModelError(f"{where}: bad shape {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1] <= data_size):
+            and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_size):
         raise ModelError(f"{where}: data offsets {offsets!r} outside the data block "
                          f"({data_size} bytes)")
     nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize

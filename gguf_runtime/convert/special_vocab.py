@@ -34,7 +34,8 @@ class SpecialVocab:
         self.ids, self.add, self.merges = {}, {}, []
         self.chat_template = None
         self.lowercase = self.strip_accents = None
-        tokenizer = _read(self.dir / "tokenizer.json") if (self.dir / "tokenizer.json").is_file() else None
+        tok_path = self.dir / "tokenizer.json"
+        tokenizer = _read(tok_path) if tok_path.is_file() else None
         config_path = self.dir / "tokenizer_config.json"
         tok_config = _read(config_path) if config_path.is_file() else None
         added = []
@@ -84,7 +85,8 @@ class SpecialVocab:
         if not post:
             return
         tc_get = (tc or {}).get
-        bos, cls, eos, sep = tc_get("bos_token"), tc_get("cls_token"), tc_get("eos_token"), tc_get("sep_token")
+        bos, cls = tc_get("bos_token"), tc_get("cls_token")
+        eos, sep = tc_get("eos_token"), tc_get("sep_token")
         if not bos and cls and tc:
             tc["bos_token"] = bos = cls
         if not eos and sep and tc:
@@ -156,7 +158,8 @@ class SpecialVocab:
         alt = None
         if jinja.is_file():
             alt = jinja.read_text(encoding="utf-8")
-            extra = list((self.dir / "additional_chat_templates").glob("*.jinja"))  # glob order, as theirs
+            # glob order, as theirs
+            extra = list((self.dir / "additional_chat_templates").glob("*.jinja"))
             if extra:
                 alt = [{"name": "default", "template": alt}] + [
                     {"name": p.stem, "template": p.read_text(encoding="utf-8")} for p in extra]
@@ -171,7 +174,8 @@ class SpecialVocab:
             entry = tc.get(f"{typ}_token")
             content = entry.get("content") if isinstance(entry, dict) else entry
             if isinstance(content, str):
-                self.set_id(typ, next((t.get("id") for t in added if t.get("content") == content), None))
+                matches = (t.get("id") for t in added if t.get("content") == content)
+                self.set_id(typ, next(matches, None))
 
     def add_to_gguf(self, writer):
         if self.merges:

@@ -85,7 +85,8 @@ def write_hash_table():
         names[digest] = (name, ref)
     lines = ['"""BPE pre-tokenizer names by the sha256 of the token ids of CHECK_TEXT.', "",
              "Data from llama.cpp's conversion/base.py get_vocab_base_pre (generated there by",
-             "convert_hf_to_gguf_update.py); regenerate with tests/data/make_convert_refs.py --hashes.",
+             "convert_hf_to_gguf_update.py); regenerate with "
+             "tests/data/make_convert_refs.py --hashes.",
              "A hash listed twice there is re-assigned by the later `if`, so the last name wins,",
              "as here.", '"""', "", "# the fixed text llama.cpp encodes (get_vocab_base_pre chktxt)",
              f"CHECK_TEXT = {check_text}", "", "PRE_TOKENIZERS = {"]

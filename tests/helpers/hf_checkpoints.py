@@ -247,7 +247,8 @@ def _tiny_config(arch, n_vocab):
     spec = TINY[arch]
     config = {k: v for k, v in spec.items() if k not in ("cls", "dtype", "shards")}
     config.update(architectures=[spec["cls"]], vocab_size=n_vocab, hidden_act="silu",
-                  torch_dtype={"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[spec["dtype"]])
+                  torch_dtype={"BF16": "bfloat16", "F16": "float16",
+                               "F32": "float32"}[spec["dtype"]])
     if arch == "gemma3":
         config.update(hidden_activation="gelu_pytorch_tanh", bos_token_id=2, eos_token_id=1,
                       pad_token_id=0, sliding_window_pattern=6)
@@ -346,7 +347,8 @@ def gemma3_config(md, n_vocab):
             "num_key_value_heads": int(m("attention.head_count_kv")),
             "query_pre_attn_scalar": int(m("attention.key_length")),
             "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0, "rope_scaling": None,
-            "rope_theta": float(m("rope.freq_base")), "sliding_window": int(m("attention.sliding_window")),
+            "rope_theta": float(m("rope.freq_base")),
+            "sliding_window": int(m("attention.sliding_window")),
             "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
             "vocab_size": n_vocab}
 

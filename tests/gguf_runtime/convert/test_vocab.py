@@ -61,7 +61,8 @@ def test_spm_vocab_against_sentencepiece(tmp_path):
     sp.LoadFromFile(str(tmp_path / "tokenizer.model"))
     assert tokens[:len(pieces)] == [sp.IdToPiece(i).encode() for i in range(len(pieces))]
     assert tokens[-2:] == [f"[PAD{len(pieces) + i}]".encode() for i in range(2)]
-    np.testing.assert_array_equal(scores[7:len(pieces)], [sp.GetScore(i) for i in range(7, len(pieces))])
+    np.testing.assert_array_equal(scores[7:len(pieces)],
+                                  [sp.GetScore(i) for i in range(7, len(pieces))])
     # user-defined pieces count as NORMAL (their rule checks unknown/control/unused/byte only);
     # <start_of_turn> becomes CONTROL through the config
     assert types[:8] == [3, 3, 3, 2, 1, 3, 1, 6]
