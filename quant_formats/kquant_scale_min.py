@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 from .kquant_common import scale_min_k4
-from .kquant_quantize import make_qkx_quants, make_qp_quants, nearest_int, store_f16
+from .kquant_quantize import make_qkx_quants, make_qp_quants, nearest_int, requantize, store_f16
 
 F32 = np.float32
 
@@ -32,17 +32,17 @@ def pack_scale_min_k4(out, o, ls, lm):
 @njit(cache=True, nogil=True, error_model="numpy")
 def scale_min_scratch():
     """Per-row work arrays: L[256], levels of the scales and mins[16], weights[32],
-    scales, mins, sw, ls, lm."""
+    scales, mins, sw, ls, lm, tmp[256]."""
     return (np.empty(256, np.uint8), np.empty(16, np.uint8), np.empty(32, F32),
             np.empty(8, F32), np.empty(8, F32), np.empty(8, F32),
-            np.empty(8, np.int32), np.empty(8, np.int32))
+            np.empty(8, np.int32), np.empty(8, np.int32), np.empty(256, np.int32))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def scale_min_block_ref(x, out, o, nmax, rmin, rdelta, nstep, work):
     """quantize_row_q4_K_ref / q5_K_ref up to the quant packing: one super-block x[256]
     -> header bytes out[o:o+16], levels in work[0]. Weights av_x + |x| per sub-block."""
-    L, _, weights, scales, mins, _, ls, lm = work
+    L, _, weights, scales, mins, _, ls, lm, _ = work
     max_scale = F32(0.0)
     max_min = F32(0.0)
     for j in range(8):
@@ -67,14 +67,14 @@ def scale_min_block_ref(x, out, o, nmax, rmin, rdelta, nstep, work):
     pack_scale_min_k4(out, o + 4, ls, lm)
     d = store_f16(out, o, max_scale / F32(63.0))
     dmin = store_f16(out, o + 2, max_min / F32(63.0))
-    _requantize_scale_min(x, out, o, nmax, d, dmin, L)
+    _requantize_scale_min(x, out, o, nmax, d, dmin, work)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def scale_min_block_impl(x, qw, out, o, nmax, clamp_levels, work):
     """quantize_row_q4_K_impl / q5_K_impl (imatrix qw[256] given) up to the quant
     packing. clamp_levels: Q5_K clamps the 6-bit levels to 63 before packing, Q4_K not."""
-    L, Lsm, weights, scales, mins, sw, ls, lm = work
+    L, Lsm, weights, scales, mins, sw, ls, lm, _ = work
     sum_x2 = F32(0.0)
     for l in range(256):
         sum_x2 += x[l] * x[l]
@@ -98,18 +98,16 @@ def scale_min_block_impl(x, qw, out, o, nmax, clamp_levels, work):
     pack_scale_min_k4(out, o + 4, ls, lm)
     d = store_f16(out, o, d_block)
     dmin = store_f16(out, o + 2, m_block)
-    _requantize_scale_min(x, out, o, nmax, d, dmin, L)
+    _requantize_scale_min(x, out, o, nmax, d, dmin, work)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _requantize_scale_min(x, out, o, nmax, d_all, dmin_all, L):
+def _requantize_scale_min(x, out, o, nmax, d_all, dmin_all, work):
     """Levels again from the stored (f16 and 6-bit) scales; sub-blocks whose scale is
     zero keep the search's levels (ggml's `if (!d) continue`)."""
+    L, _, _, d, dm, _, _, _, tmp = work  # scales and mins are free again: d and dm
     for j in range(8):
         sc, m = scale_min_k4(out, o + 4, j)
-        d = d_all * F32(sc)
-        if d == 0:
-            continue
-        dm = dmin_all * F32(m)
-        for i in range(32 * j, 32 * j + 32):
-            L[i] = max(0, min(nmax, nearest_int((x[i] + dm) / d)))
+        d[j] = d_all * F32(sc)
+        dm[j] = dmin_all * F32(m)
+    requantize(x, d, dm, 32, 0, nmax, 0, L, tmp)

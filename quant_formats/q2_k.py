@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_quantize import (check_rows, make_qkx_quants, make_qp_quants, nearest_int,
-                              pack_2bit, store_f16)
+                              pack_2bit, requantize, requantize_scratch, store_f16)
 
 QTYPE = T.Q2_K
 BLOCK_SIZE = 256
@@ -132,6 +132,7 @@ def _quantize_rows_ref(x, out):
         weights = np.empty(16, np.float32)
         scales = np.empty(16, np.float32)
         mins = np.empty(16, np.float32)
+        fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             xb = x[r, 256 * b:256 * b + 256]
             o = b * _TYPE_SIZE
@@ -159,7 +160,7 @@ def _quantize_rows_ref(x, out):
                 for j in range(16):
                     out[r, o + j] |= (nearest_int(iscale * mins[j]) << 4) & 0xFF
                 dmin = store_f16(out[r], o + 82, max_min / np.float32(15.0))
-            _finish_block(xb, out[r], o, d, dmin, L)
+            _finish_block(xb, out[r], o, d, dmin, L, fin)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -169,6 +170,7 @@ def _quantize_rows_impl(x, imatrix, out):
         weights = np.empty(16, np.float32)
         scales = np.empty(16, np.float32)
         mins = np.empty(16, np.float32)
+        fin = requantize_scratch(16)
         sw = np.empty(16, np.float32)
         Ls = np.empty(16, np.uint8)
         Lm = np.empty(16, np.uint8)
@@ -197,18 +199,16 @@ def _quantize_rows_impl(x, imatrix, out):
             dmin = store_f16(out[r], o + 82, mm)
             for j in range(16):
                 out[r, o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
-            _finish_block(xb, out[r], o, d, dmin, L)
+            _finish_block(xb, out[r], o, d, dmin, L, fin)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _finish_block(xb, out, o, d_all, dmin_all, L):
+def _finish_block(xb, out, o, d_all, dmin_all, L, fin):
     """Quantize again with the stored scales (sub-blocks with scale 0 keep the
     search's levels) and pack qs at @16."""
+    d, dm, tmp = fin
     for j in range(16):
-        d = d_all * np.float32(out[o + j] & 0xF)
-        if d == 0:
-            continue
-        dm = dmin_all * np.float32(out[o + j] >> 4)
-        for i in range(16 * j, 16 * j + 16):
-            L[i] = max(0, min(3, nearest_int((xb[i] + dm) / d)))
+        d[j] = d_all * np.float32(out[o + j] & 0xF)
+        dm[j] = dmin_all * np.float32(out[o + j] >> 4)
+    requantize(xb, d, dm, 16, 0, 3, 0, L, tmp)
     pack_2bit(L, out, o + 16)

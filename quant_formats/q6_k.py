@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from .common import as_int8, f16_at
 from .kquant_quantize import (GROUP_MAX_EPS, check_rows, make_qx_quants, nearest_int,
-                              search_scratch, store_f16)
+                              requantize, requantize_scratch, search_scratch, store_f16)
 
 QTYPE = T.Q6_K
 BLOCK_SIZE = 256
@@ -133,14 +133,15 @@ def _quantize_rows(x, imatrix, out):
         weights = np.empty(16, np.float32)
         scales = np.empty(16, np.float32)
         trials = search_scratch()
+        fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             qw = imatrix[256 * b:256 * b + 256] if imatrix.size else imatrix
             _quantize_block(x[r, 256 * b:256 * b + 256], qw, out[r], b * _TYPE_SIZE,
-                            L, weights, scales, trials)
+                            L, weights, scales, trials, fin)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_block(x, qw, out, o, L, weights, scales, trials):
+def _quantize_block(x, qw, out, o, L, weights, scales, trials, fin):
     max_scale = np.float32(0.0)
     max_abs_scale = np.float32(0.0)
     for ib in range(16):
@@ -158,12 +159,10 @@ def _quantize_block(x, qw, out, o, L, weights, scales, trials):
     d = store_f16(out, o + 208, np.float32(1.0) / iscale)
     for ib in range(16):
         out[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF  # int8 store
+    dl, zeros, tmp = fin
     for ib in range(16):
-        dl = d * np.float32(as_int8(out[o + 192 + ib]))
-        if dl == 0:
-            continue
-        for i in range(16 * ib, 16 * ib + 16):
-            L[i] = max(-32, min(31, nearest_int(x[i] / dl))) + 32
+        dl[ib] = d * np.float32(as_int8(out[o + 192 + ib]))
+    requantize(x, dl, zeros, 16, -32, 31, 32, L, tmp)
     _pack_levels(L, out, o)
 
 
