@@ -219,13 +219,7 @@ quantize_main = _entry(quantize)
 def convert(model_dir, outfile, outtype, quiet):
     """Convert a Hugging Face checkpoint (llama, qwen2, qwen3, gemma3) to GGUF,
     as llama.cpp's convert_hf_to_gguf.py does."""
-    import signal
     from gguf_runtime.convert import convert as convert_checkpoint
-
-    def interrupted(signum, frame):  # a kill (SIGTERM) unwinds like Ctrl-C: temp file removed
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
     out = convert_checkpoint(model_dir, outfile, outtype, quiet)
     if not quiet:
         click.echo(str(out), err=True)
