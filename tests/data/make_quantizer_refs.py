@@ -18,6 +18,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 HERE = Path(__file__).parent
+OVERFLOW_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
 TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K,
          T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS, T.IQ3_XXS, T.IQ3_S, T.IQ2_XXS,
          T.IQ2_XS, T.IQ2_S, T.IQ1_S, T.IQ1_M]
@@ -64,6 +65,20 @@ def sparse_rows(rng):
     return x
 
 
+def overflow_rows(rng):
+    """Magnitudes where ggml's float32 sums overflow: x*x (and sigma2 + x*x under an
+    imatrix) becomes inf, fitted scales inf or NaN, and the f16 scale NaN or inf
+    (ggml writes NaN as sign|0x7E00). Its own generator, so the sets above keep
+    their values. Only OVERFLOW_TYPES: ggml aborts on it in IQ3_XXS (GGML_ASSERT
+    grid_index >= 0)."""
+    x = rng.standard_normal((4, 512)).astype(np.float32)
+    x[0] *= 1e19                                           # x*x near the float32 limit
+    x[1] *= 1e30                                           # x*x overflows
+    x[2] *= 1e37                                           # values near float32's max
+    x[3, ::2] *= 1e25                                      # huge and ordinary values mixed
+    return x
+
+
 def quantize_chunk(lib, qtype, x, imatrix):
     rows, n = x.shape
     block, size = GGML_QUANT_SIZES[qtype]
@@ -90,13 +105,14 @@ def main():
     arrays = {}
     sets = input_sets(rng)
     sets["sparse"] = sparse_rows(np.random.default_rng(20261131))
+    sets["overflow"] = overflow_rows(np.random.default_rng(20261132))
     for name, x in sets.items():
         imatrix = np.exp(rng.standard_normal(x.shape[1])).astype(np.float32)
         imatrix[rng.choice(x.shape[1], 8, replace=False)] = 0.0
         if name == "sparse":
             imatrix[32:64] = 0.0                           # a never-activated block
         arrays[f"input/{name}"], arrays[f"imatrix/{name}"] = x, imatrix
-        for qtype in TYPES:
+        for qtype in OVERFLOW_TYPES if name == "overflow" else TYPES:
             if not lib.ggml_quantize_requires_imatrix(int(qtype)):
                 arrays[f"{qtype.name}/{name}/none"] = quantize_chunk(lib, qtype, x, None)
             arrays[f"{qtype.name}/{name}/imatrix"] = quantize_chunk(lib, qtype, x, imatrix)
