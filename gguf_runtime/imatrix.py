@@ -111,7 +111,11 @@ def read_imatrix(path) -> ImatrixStats:
 
 
 def _read_gguf(path) -> ImatrixStats:
-    with GGUFFile(path) as gguf_file:
+    try:
+        gguf_file = GGUFFile(path)
+    except GGUFError as e:  # name the file: gguf-quantize reads a model as well
+        raise GGUFError(f"{path}: {e}") from None
+    with gguf_file:
         if not gguf_file.tensors:
             raise GGUFError(f"{path}: imatrix file has no tensors")
         meta = gguf_file.metadata
