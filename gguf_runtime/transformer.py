@@ -8,17 +8,22 @@ Weights stay in the memory map; matmuls run on their quantized bytes.
 """
 import numpy as np
 
-from . import layers
+from quant_formats import q8_0
+
+from . import kv_quant, layers
 from .config import ModelConfig
 from .errors import ModelError
 from .kv_cache import KVCache
 from .weights import load_weights
 
+# the empty stand-ins attention_quantized gets for the cache type a layer lacks
+_NO_F16, _NO_Q8 = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.uint8)
+
 
 class RunState:
     """Activation buffers for one batch of up to n_batch tokens, allocated once."""
 
-    def __init__(self, cfg: ModelConfig, n_batch: int):
+    def __init__(self, cfg: ModelConfig, n_batch: int, q8_queries: bool = False):
         q_width, kv_width = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
         v_width, att_width = cfg.n_head_kv * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
 
@@ -28,24 +33,42 @@ class RunState:
         self.q, self.k, self.v, self.att = buf(q_width), buf(kv_width), buf(v_width), buf(att_width)
         self.gate, self.up, self.hidden = buf(cfg.n_ff), buf(cfg.n_ff), buf(cfg.n_ff)
         self.logits = np.zeros((1, cfg.n_vocab), np.float32)
+        # Q as q8_0 (quants, f16-valued scales) for a q8_0 K cache's scores
+        n_q8 = n_batch if q8_queries else 0
+        self.q_qs = np.zeros((n_q8, q_width), np.int8)
+        self.q_d = np.zeros((n_q8, q_width // kv_quant.Q8_BLOCK), np.float32)
+
+
+def _check_cache_types(cfg: ModelConfig, type_k: str, type_v: str):
+    """llama.cpp's -ctk/-ctv types we run; q8_0 needs rows of whole 32-blocks."""
+    for kind, name, width in (("K", type_k, cfg.head_dim), ("V", type_v, cfg.head_dim_v)):
+        if name not in kv_quant.CACHE_TYPES:
+            raise ModelError(f"cache type {name!r} for {kind} is not supported "
+                             f"({', '.join(kv_quant.CACHE_TYPES)} are)")
+        if name == "q8_0" and width % kv_quant.Q8_BLOCK:
+            raise ModelError(f"a q8_0 {kind} cache needs a head size divisible by "
+                             f"{kv_quant.Q8_BLOCK}, this model's is {width}")
 
 
 class Transformer:
     def __init__(self, gguf_file, n_ctx: int, n_batch: int = 512,
                  cache_type_k: str = "f16", cache_type_v: str = "f16"):
-        for kind, name in (("K", cache_type_k), ("V", cache_type_v)):
-            if name != "f16":
-                raise ModelError(f"cache type {name!r} for {kind} is not supported (f16 is)")
         self.cfg = cfg = ModelConfig.from_metadata(gguf_file.metadata)
         cfg.validate()
+        _check_cache_types(cfg, cache_type_k, cache_type_v)
         if n_ctx <= 0 or n_batch <= 0:
             raise ModelError(f"n_ctx ({n_ctx}) and n_batch ({n_batch}) must be positive")
         self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.cache_type_k, self.cache_type_v = cache_type_k, cache_type_v
+        self.k_rot = kv_quant.k_rotation(cache_type_k, cfg.head_dim)
+        self.v_rot = kv_quant.v_rotation(cache_type_v, cfg.head_dim_v)
         self.weights = load_weights(gguf_file, cfg)
-        self.state = RunState(cfg, n_batch)
+        self.state = RunState(cfg, n_batch, q8_queries=cache_type_k == "q8_0")
         self.caches = [KVCache.for_layer(n_ctx, n_batch, cfg.n_head_kv * cfg.head_dim,
                                          cfg.n_head_kv * cfg.head_dim_v,
-                                         cfg.sliding_window if cfg.swa_layers[i] else 0)
+                                         cfg.sliding_window if cfg.swa_layers[i] else 0,
+                                         type_k=cache_type_k, type_v=cache_type_v,
+                                         k_rot=self.k_rot)
                        for i in range(cfg.n_layer)]
         self.n_past = 0
 
@@ -131,16 +154,39 @@ class Transformer:
         layers.rope(k, positions, cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
         if cfg.q_prescale != 1.0:
             q *= np.float32(cfg.q_prescale)
-        cache = self.caches[il]
-        keys, values = cache.update_and_fetch(k, v, int(positions[0]))
-        attend = layers.attention if n < layers.FA_TILE_Q else layers.attention_blas
-        attend(q, keys, values, int(positions[0]), cache.n_cells, cache.window,
-               cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v, np.float32(cfg.kq_scale), att)
+        self._attend(il, q, k, v, int(positions[0]), att)
         out = st.proj[:n]
         w.wo.matmul(att, out)
         if w.attn_post_norm is not None:
             layers.rms_norm(out, w.attn_post_norm, cfg.norm_eps, out)
         x += out
+
+    def _attend(self, il, q, k, v, pos0, att):
+        """Store k, v in the layer's cache and attend q over it into att.
+        Quantized caches: Hadamard rotations around them as llama-graph.cpp
+        build_attn (Q and K before the store, V before it and the output after)."""
+        cfg, cache = self.cfg, self.caches[il]
+        if self.k_rot:
+            kv_quant.hadamard_rows(q, self.k_rot)
+            kv_quant.hadamard_rows(k, self.k_rot)
+        if self.v_rot:
+            kv_quant.hadamard_rows(v, self.v_rot)
+        keys, values = cache.update_and_fetch(k, v, pos0)
+        args = (pos0, cache.n_cells, cache.window, cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v,
+                np.float32(cfg.kq_scale), att)
+        if self.cache_type_k == self.cache_type_v == "f16":
+            attend = layers.attention if q.shape[0] < layers.FA_TILE_Q else layers.attention_blas
+            attend(q, keys, values, *args)
+        else:
+            st, n = self.state, q.shape[0]
+            if self.cache_type_k == "q8_0":
+                q8_0.quantize_rows(q, st.q_qs[:n], st.q_d[:n])
+            k_f16, k_q8 = (_NO_F16, keys) if keys.dtype == np.uint8 else (keys, _NO_Q8)
+            v_f16, v_q8 = (_NO_F16, values) if values.dtype == np.uint8 else (values, _NO_Q8)
+            kv_quant.attention_quantized(q, st.q_qs[:n], st.q_d[:n], k_f16, k_q8, v_f16, v_q8,
+                                         *args)
+        if self.v_rot:
+            kv_quant.hadamard_rows(att, self.v_rot)
 
     def _ffn_block(self, il, x):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]

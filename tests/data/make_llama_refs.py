@@ -20,6 +20,8 @@ import derived_models  # noqa: E402
 TEXT = HERE / "english_text.txt"
 PERPLEXITY_RUNS = [("smollm2-135m", 512), ("gemma3-270m", 512), ("gemma3-270m", 2048),
                    ("qwen2-derived", 512), ("qwen3-derived", 512)]
+# quantized KV caches (-ctk/-ctv): refs["perplexity_kv"][model][n_ctx]["<K>/<V>"]
+KV_CACHE_TYPES = [("q8_0", "q8_0"), ("q8_0", "f16"), ("f16", "q8_0")]
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,",
            "def fibonacci(n):", "The three primary colors are", "Water boils at",
            "The best way to learn a new language is", "In 1969, the first person to walk",
@@ -49,9 +51,10 @@ def model_paths(tmp: Path) -> dict:
     return paths
 
 
-def perplexity(root, model, n_ctx):
+def perplexity(root, model, n_ctx, cache_types=("f16", "f16")):
     run = subprocess.run([str(root / "bin/llama-perplexity"), "-m", str(model), "-f", str(TEXT),
-                          "-c", str(n_ctx), "-t", "2"], capture_output=True, text=True, check=True)
+                          "-c", str(n_ctx), "-t", "2", "-ctk", cache_types[0], "-ctv", cache_types[1]],
+                         capture_output=True, text=True, check=True)
     chunks = [float(v) for v in re.findall(r"\[\d+\]([0-9.]+),", run.stdout)]
     final = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", run.stderr)
     return {"chunks": chunks, "ppl": float(final[1]), "error": float(final[2])}
@@ -84,7 +87,11 @@ def main():
     parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
     parser.add_argument("--greedy-only", action="store_true",
                         help="keep the perplexities already in llama_refs.json")
+    parser.add_argument("--kv-cache-only", action="store_true",
+                        help="keep everything else in llama_refs.json; (re)record perplexity_kv")
     args = parser.parse_args()
+    if args.kv_cache_only:
+        return kv_cache_refs(args.root)
     old = json.loads((HERE / "llama_refs.json").read_text()) if args.greedy_only else None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -104,6 +111,21 @@ def main():
                 ids = prompt_ids(args.root, path, prompt)
                 refs["greedy"][name].append(dict(prompt=prompt, ids=ids, **greedy(oracle, path, ids),
                                                  completion=completion(args.root, path, prompt)))
+    (HERE / "llama_refs.json").write_text(json.dumps(refs, indent=1) + "\n")
+
+
+def kv_cache_refs(root):
+    """llama-perplexity with each quantized -ctk/-ctv pair on the real models."""
+    from gguf_runtime.pull import resolve_model
+    refs = json.loads((HERE / "llama_refs.json").read_text())
+    runs = refs.setdefault("perplexity_kv", {})
+    for name, n_ctx in PERPLEXITY_RUNS:
+        if name.endswith("-derived"):
+            continue
+        for types in KV_CACHE_TYPES:
+            print(f"perplexity {name} -c {n_ctx} -ctk {types[0]} -ctv {types[1]}", file=sys.stderr)
+            runs.setdefault(name, {}).setdefault(str(n_ctx), {})["/".join(types)] = perplexity(
+                root, resolve_model(name), n_ctx, types)
     (HERE / "llama_refs.json").write_text(json.dumps(refs, indent=1) + "\n")
 
 
