@@ -2,7 +2,7 @@
 
 SmolLM2 (Q4_1) is requantized to F32 by gguf-quantize; from that F32, gguf-quantize
 and llama-quantize each write every llama-quantize file type (types that need an
-importance matrix get tests/data/smollm2_imatrix.gguf, the same file for both). For
+importance matrix get tests/data/imatrix_smollm2.gguf, the same file for both). For
 each: file size, bits per weight, whether the two files are byte-identical, and
 llama-perplexity's perplexity and KL-divergence against the F32 model's logits
 (--kl-divergence-base) on tests/data/english_text.txt (-c 512, first --chunks). When
@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 DATA = HERE.parent / "tests" / "data"
 TEXT = DATA / "english_text.txt"
-IMATRIX = DATA / "smollm2_imatrix.gguf"
+IMATRIX = DATA / "imatrix_smollm2.gguf"
 NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "IQ3_XXS", "Q2_K_S"}
 
 
@@ -95,7 +95,7 @@ def write_report(rows, chunks):
              "Q4_1 release (so F32 is the reference, itself 4-bit-derived). Perplexity and "
              "KL-divergence by llama-perplexity against the F32 logits, tests/data/"
              f"english_text.txt, -c 512, {chunks} chunks (`python bench/quality.py`). "
-             "imatrix: tests/data/smollm2_imatrix.gguf, given to both tools, only for the "
+             "imatrix: tests/data/imatrix_smollm2.gguf, given to both tools, only for the "
              "types that require one.", "",
              "| type | MiB | bits/weight | byte-identical to llama-quantize | imatrix | "
              "PPL ours | PPL llama | KLD ours | KLD llama |",

@@ -1,12 +1,12 @@
-"""Regenerate tests/data/quantize_refs.json (and smollm2_imatrix.gguf) from llama.cpp.
+"""Regenerate tests/data/quantize_refs.json from llama.cpp.
 
 - "mix": the type llama-quantize --dry-run picks for every tensor (names in its order,
   types space-separated), for every file type, on both real models, without and with
   an importance matrix.
 - "files": sha256 of llama-quantize's whole output file and of each tensor's bytes,
   for SmolLM2 requantized to F32 and from that F32 to the listed types.
-- smollm2_imatrix.gguf: llama-imatrix on tests/data/imatrix_text.txt (-c 128), the
-  importance matrix the "files" entries with "imatrix" use.
+- The "files" entries with "imatrix" use imatrix_smollm2.gguf (llama-imatrix's output,
+  made by make_imatrix_refs.py).
 
 Needs ../shared/tools/build-llama-cpp.sh's tools and both models (gguf-pull).
 
@@ -64,10 +64,10 @@ def main():
     args.work.mkdir(parents=True, exist_ok=True)
     models = {"smollm2": resolve_model("smollm2-135m"), "gemma3": resolve_model("gemma3-270m")}
     imatrices = {}
-    for name, model in models.items():
-        out = HERE / "smollm2_imatrix.gguf" if name == "smollm2" else args.work / f"{name}.imatrix.gguf"
+    for name, model in models.items():  # has_imatrix changes some mix rules
+        out = args.work / f"{name}.imatrix.gguf"
         run([args.bin / "llama-imatrix", "-m", model, "-f", HERE / "imatrix_text.txt",
-             "-o", out, "-c", "128", "--chunks", "4", "-t", "2"])
+             "-o", out, "-c", "128", "--chunks", "2", "-t", "2"])
         imatrices[name] = out
     refs = {"mix": {}, "files": {}}
     for name, model in models.items():
@@ -86,7 +86,7 @@ def main():
         out = args.work / f"smollm2-{file_type}{'-imatrix' if with_imatrix else ''}.gguf"
         cmd = [args.bin / "llama-quantize"]
         # the file name recorded in quantize.imatrix.file is the argument as given
-        cmd += ["--imatrix", "smollm2_imatrix.gguf"] if with_imatrix else []
+        cmd += ["--imatrix", "imatrix_smollm2.gguf"] if with_imatrix else []
         run(cmd + [f32, out, file_type, "2"], cwd=HERE)
         key = file_type + ("+imatrix" if with_imatrix else "")
         refs["files"][key] = file_hashes(out)

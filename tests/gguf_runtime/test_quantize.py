@@ -46,7 +46,7 @@ def test_quantize_identical_to_llama_quantize(smollm2_f32, key, tmp_path, monkey
     if weighting:
         # quantize.imatrix.file records the argument as given: run where llama's ran
         monkeypatch.chdir(DATA)
-        imatrix = "smollm2_imatrix.gguf"
+        imatrix = "imatrix_smollm2.gguf"
     out = tmp_path / f"{key}.gguf"
     quantize_model(smollm2_f32, out, file_type, Options(file_type), imatrix_path=imatrix,
                    quiet=True)
