@@ -69,8 +69,9 @@ def store_f16(out, offset, value):
 # compares them, so their sums are accumulated side by side (one float32 accumulator
 # per trial, each in ggml's element order: the same values) in loops that LLVM
 # vectorizes across trials; the sequential comparisons then pick the same winner.
-# Measured 2.7x on make_qx_quants (16 values, nmax 32). The side-by-side sums live
-# in a per-row scratch: search_scratch().
+# Measured 2.7x on make_qx_quants (16 values, nmax 32), whose sums live in a per-row
+# scratch (search_scratch()); make_qkx_quants' trials depend on the best min so far,
+# so they go in windows (_qkx_trials).
 TRIAL_WINDOW = 16  # make_qkx_quants trials evaluated together
 
 
