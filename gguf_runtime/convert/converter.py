@@ -9,17 +9,15 @@ tensor at a time from the memory-mapped safetensors. gguf-py's GGUFWriter lays
 out the file, as in their converter. The output is written to a temporary file
 beside OUT and renamed at the end.
 """
-import contextlib
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import gguf
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import ModelError
 from . import hf_config, vocab
 from .safetensors import TensorReader, index_tensors
@@ -122,25 +120,20 @@ def _write(writer, plans, model_dir, out: Path, quiet: bool):
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise ModelError(f"{directory}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=directory)
-    os.close(fd)
     reader = TensorReader()
     try:
-        writer.write_header_to_file(path=Path(tmp))
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        progress = Progress(sum(p.nbytes for p in plans), len(plans), quiet)
-        for i, plan in enumerate(plans):
-            writer.write_tensor_data(tensor_data(plan, reader))
-            progress.update(i, plan)
-        writer.close()
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            try:
+                writer.write_header_to_file(path=Path(tmp))
+                writer.write_kv_data_to_file()
+                writer.write_ti_data_to_file()
+                progress = Progress(sum(p.nbytes for p in plans), len(plans), quiet)
+                for i, plan in enumerate(plans):
+                    writer.write_tensor_data(tensor_data(plan, reader))
+                    progress.update(i, plan)
+            finally:
+                writer.close()
         progress.done(out)
-    except BaseException:
-        writer.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     finally:
         reader.close()
 
