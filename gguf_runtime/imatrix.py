@@ -9,10 +9,7 @@ Two formats (tools/imatrix/imatrix.cpp, common/imatrix-loader.cpp):
 Every size is checked against the bytes present; a malformed file raises GGUFError
 with one line, never a crash or an allocation beyond the file's size.
 """
-import contextlib
 import mmap
-import os
-import secrets
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType
 
+from .atomic import atomic_output
 from .errors import GGUFError
 from .reader import GGUFFile
 
@@ -266,7 +264,7 @@ def write_gguf(stats: ImatrixStats, path):
             blobs.append(data.tobytes())
             offset += _padded(len(blobs[-1]))
     head = b"GGUF" + struct.pack("<IQQ", 3, len(blobs), len(kv)) + b"".join(kv + infos)
-    with _atomic_output(path) as out:
+    with atomic_output(path) as out:
         out.write(head + bytes(_padded(len(head)) - len(head)))
         for blob in blobs:
             out.write(blob + bytes(_padded(len(blob)) - len(blob)))
@@ -279,26 +277,6 @@ def _string(text: str) -> bytes:
 
 def _padded(n: int) -> int:
     return -(-n // _ALIGNMENT) * _ALIGNMENT
-
-
-@contextlib.contextmanager
-def _atomic_output(path):
-    """A temporary file beside `path`, renamed to it only when the block completes;
-    removed on any error or Ctrl-C."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    # mode 0o666 less the umask, as a file fopen creates (mkstemp's would be 0o600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_dat(stats: ImatrixStats, path):
@@ -322,7 +300,7 @@ def write_dat(stats: ImatrixStats, path):
         entries.append(struct.pack("<i", len(encoded)) + encoded
                        + struct.pack("<ii", ncall, scaled.size) + scaled.tobytes())
     dataset = stats.datasets[-1].encode("utf-8") if stats.datasets else b""
-    with _atomic_output(path) as out:
+    with atomic_output(path) as out:
         out.write(struct.pack("<i", len(entries)))
         for entry in entries:
             out.write(entry)
