@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
+from gguf import GGMLQuantizationType as T, GGUFValueType
 
 import quant_formats as qf
 
@@ -94,32 +94,16 @@ def plan(gguf_file, opts: Options, allow_requantize: bool) -> tuple:
 
 
 def metadata_entries(gguf_file, ftype, imatrix_info) -> list:
-    """The input's entries verbatim, then the keys llama-quantize sets (in its order)."""
+    """The input's entries verbatim, then the keys llama-quantize sets (in its order);
+    imatrix_info: Imatrix.quantize_metadata() or None."""
     entries = [gguf_file.metadata_bytes(k) for k in gguf_file.metadata if k not in _DROPPED_KEYS]
     entries.append(gw.kv_u32("general.quantization_version", QUANTIZATION_VERSION))
     entries.append(gw.kv_u32("general.file_type", int(ftype)))
-    if imatrix_info is not None:
-        for key, value in imatrix_info:
-            entries = [e for e in entries if not e.startswith(gw.encode_string(key))]
-            entries.append(gw.kv_u32(key, value) if isinstance(value, int)
-                           else gw.kv_string(key, value))
+    for key, (value, vtype) in (imatrix_info or {}).items():  # re-set: moved to the end
+        entries = [e for e in entries if not e.startswith(gw.encode_string(key))]
+        entries.append(gw.kv_string(key, value) if vtype == GGUFValueType.STRING
+                       else gw.kv_u32(key, value))
     return entries
-
-
-def imatrix_keys(path, imatrix):
-    """quantize.cpp: file and first dataset (127 bytes at most), entries, chunks."""
-    keys = [("quantize.imatrix.file", _c_string(str(path)))]
-    if imatrix.datasets:
-        keys.append(("quantize.imatrix.dataset", _c_string(imatrix.datasets[0])))
-    keys.append(("quantize.imatrix.entries_count", len(imatrix.values)))
-    if imatrix.chunks > 0:
-        keys.append(("quantize.imatrix.chunks_count", int(imatrix.chunks)))
-    return keys
-
-
-def _c_string(text):
-    """strncpy into a 128-byte buffer: the first 127 bytes."""
-    return text.encode("utf-8")[:127].decode("utf-8", "ignore")
 
 
 def _imatrix_for(job, imatrix):
@@ -191,7 +175,7 @@ def quantize_model(inp, out, file_type: str, opts: Options, imatrix_path=None,
             log(f"warning: {name:<36} - ncols not divisible by the {type_name(wanted)} block "
                 f"-> falling back to {type_name(used)}")
         entries = metadata_entries(gguf_file, FILE_TYPES[file_type][0],
-                                   None if imatrix is None else imatrix_keys(imatrix_path, imatrix))
+                                   None if imatrix is None else imatrix.quantize_metadata())
         layout = [(j.tensor.name, j.tensor.shape, j.new_type) for j in jobs]
         total_in = sum(j.tensor.nbytes for j in jobs)
         total_out = sum(gw.tensor_nbytes(j.tensor.shape, j.new_type) for j in jobs)
