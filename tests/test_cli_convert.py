@@ -2,22 +2,18 @@
 one-line errors, atomic output (Ctrl-C or a kill leaves no OUT and no temp file)."""
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import hf_checkpoints
 from interrupt import interrupt_after
+from tools import gguf_tensor_list, kill_at_random_points, run_tool
 
 
 def run_convert(*args):
-    code = "import sys, cli; sys.argv = ['gguf-convert'] + sys.argv[1:]; cli.convert_main()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return run_tool("convert", *args, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -111,30 +107,9 @@ def test_ctrl_c_leaves_nothing(smollm2_bf16, tmp_path):
 def test_sigkill_at_random_points_never_leaves_a_partial_output(smollm2_bf16, tmp_path):
     """20 kills spread over a whole run: OUT is absent or a complete file (a kill
     cannot remove the temporary file; it never carries OUT's name)."""
-    from gguf_runtime.reader import GGUFFile
     out = tmp_path / "m.gguf"
-    code = "import sys, cli; sys.argv = ['gguf-convert'] + sys.argv[1:]; cli.convert_main()"
-    args = [sys.executable, "-c", code, str(smollm2_bf16), "--outfile", str(out),
-            "--outtype", "q8_0", "-q"]
-    start = time.monotonic()
-    subprocess.run(args, check=True, timeout=300)
-    duration = time.monotonic() - start
-    with GGUFFile(out) as f:
-        expected = [(t.name, t.type, t.nbytes) for t in f.tensors]
-    rng = random.Random(11)
-    outcomes = set()
-    for _ in range(20):
-        out.unlink(missing_ok=True)
-        proc = subprocess.Popen(args)
-        time.sleep(rng.uniform(0, duration))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if out.exists():
-            with GGUFFile(out) as f:
-                assert [(t.name, t.type, t.nbytes) for t in f.tensors] == expected
-            outcomes.add("complete")
-        else:
-            outcomes.add("absent")
+    outcomes = kill_at_random_points("convert", [smollm2_bf16, "--outfile", out, "--outtype",
+                                                 "q8_0", "-q"], out, gguf_tensor_list, seed=11)
     assert "absent" in outcomes
 
 

@@ -1,7 +1,6 @@
 """gguf-imatrix: files gguf-quantize (and llama-quantize) read, progress, -q, bad
 input, Ctrl-C. The values themselves are checked against llama-imatrix's in
 tests/gguf_runtime/test_imatrix.py."""
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,15 +10,14 @@ from gguf import GGUFReader
 
 from gguf_runtime.imatrix import load_imatrix, read_imatrix
 from interrupt import interrupt_after
+from tools import run_tool
 
 DATA = Path(__file__).parent / "data"
 TEXT = DATA / "imatrix_text.txt"
 
 
 def gguf_imatrix(*args):
-    code = "import sys, cli; sys.argv = ['gguf-imatrix'] + sys.argv[1:]; cli.imatrix_main()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    return run_tool("imatrix", *args)
 
 
 @pytest.fixture(scope="module")

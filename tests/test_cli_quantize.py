@@ -1,22 +1,16 @@
 """gguf-quantize from the command line: bad input, Ctrl-C and kills leave no broken file."""
-import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from interrupt import interrupt_after
-
-from gguf_runtime.reader import GGUFFile
-
-ENTRY = "import sys, cli; sys.argv = ['gguf-quantize'] + sys.argv[1:]; cli.quantize_main()"
+from tools import gguf_tensor_list, kill_at_random_points, run_tool
 
 
-def gguf_quantize(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", ENTRY, *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+
+
+def gguf_quantize(*args):
+    return run_tool("quantize", *args)
 
 
 def assert_one_line_error(proc, fragment):
@@ -67,27 +61,8 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, smollm2_path):
 def test_sigkill_at_random_points_never_leaves_a_partial_output(tmp_path, smollm2_path):
     """20 kills spread over a whole run: the output is absent or a complete file."""
     out = tmp_path / "out.gguf"
-    args = [sys.executable, "-c", ENTRY, "-q", "--allow-requantize", str(smollm2_path),
-            str(out), "Q8_0", "1"]
-    start = time.monotonic()
-    subprocess.run(args, check=True, timeout=600)
-    duration = time.monotonic() - start
-    with GGUFFile(out) as f:
-        expected = [(t.name, t.type, t.nbytes) for t in f.tensors]
-    rng = random.Random(7)
-    outcomes = set()
-    for _ in range(20):
-        out.unlink(missing_ok=True)
-        proc = subprocess.Popen(args)
-        time.sleep(rng.uniform(0, duration))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if out.exists():
-            with GGUFFile(out) as f:  # raises if it is not a complete, valid file
-                assert [(t.name, t.type, t.nbytes) for t in f.tensors] == expected
-            outcomes.add("complete")
-        else:
-            outcomes.add("absent")
+    outcomes = kill_at_random_points("quantize", ["-q", "--allow-requantize", smollm2_path,
+                                                  out, "Q8_0", "1"], out, gguf_tensor_list)
     assert "absent" in outcomes  # the kills did land while it was writing
 
 
