@@ -9,7 +9,12 @@ llama-perplexity's perplexity and KL-divergence against the F32 model's logits
 the files differ, the same figures are given for both. Writes bench/quality.md.
 
     python bench/quality.py [--root ~/.cache/llama.cpp-ref] [--chunks 12] [--types Q4_0,...]
+
+Each finished type is appended to bench/quality.jsonl as it completes, and a later run
+skips the types already there (same --chunks), so an interrupted run resumes; delete
+the file to start over. The table is rewritten after every type.
 """
+import json
 import argparse
 import filecmp
 import re
@@ -22,6 +27,7 @@ HERE = Path(__file__).parent
 DATA = HERE.parent / "tests" / "data"
 TEXT = DATA / "english_text.txt"
 IMATRIX = DATA / "imatrix_smollm2.gguf"
+ROWS = HERE / "quality.jsonl"
 NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "IQ3_XXS", "Q2_K_S"}
 
 
@@ -75,18 +81,26 @@ def main():
          resolve_model("smollm2-135m"), f32, "F32"])
     run([args.root / "bin/llama-perplexity", "-m", f32, "-f", TEXT, "-c", "512", "--chunks",
          args.chunks, "-t", "2", "--kl-divergence-base", base])
-    rows = []
-    for qtype in args.types.split(","):
+    rows = [r for r in load_rows() if r["chunks"] == args.chunks]
+    done = {r["type"] for r in rows}
+    for qtype in (t for t in args.types.split(",") if t not in done):
         ours, theirs = quantize_both(args.root, f32, qtype, work)
         same = filecmp.cmp(ours, theirs, shallow=False)
         row = {"type": qtype, "MiB": ours.stat().st_size / 2**20, "bpw": bits_per_weight(ours),
-               "same": same, "imatrix": qtype in NEEDS_IMATRIX,
+               "same": same, "imatrix": qtype in NEEDS_IMATRIX, "chunks": args.chunks,
                "ours": kld(args.root, ours, base, args.chunks)}
         row["llama"] = row["ours"] if same else kld(args.root, theirs, base, args.chunks)
         rows.append(row)
-        print(row, flush=True)
+        with ROWS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
         ours.unlink(), theirs.unlink()
-    write_report(rows, args.chunks)
+        write_report(rows, args.chunks)
+
+
+def load_rows():
+    if not ROWS.exists():
+        return []
+    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
 
 
 def write_report(rows, chunks):
@@ -106,7 +120,6 @@ def write_report(rows, chunks):
                      f"{'yes' if r['same'] else 'no'} | {'yes' if r['imatrix'] else ''} | "
                      f"{po:.4f} | {pl:.4f} | {ko:.6f} | {kl:.6f} |")
     (HERE / "quality.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
