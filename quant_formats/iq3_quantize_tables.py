@@ -22,10 +22,11 @@ import threading
 import numpy as np
 from numba import njit
 
+from .quantize_common import nearest_int
+
 _LEVELS_PER_VALUE = 8
 _KMAP_SIZE = 4096  # 8^4 level patterns
 _NEAREST_DISTANCES = {256: 2, 512: 3}  # iq3xs_init_impl nwant
-_MAGIC = np.float32(12582912.0)  # 1.5 * 2^23
 _FLT_MAX = np.float32(3.4028234663852886e38)
 
 _lock = threading.Lock()
@@ -74,13 +75,6 @@ def search_tables(grid: np.ndarray):
         if key not in _tables:
             _tables[key] = build_tables(grid)
         return _tables[key]
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def nearest_int(fval):
-    """ggml-quants.c nearest_int: the mantissa of fval + 1.5 * 2^23, round half to even."""
-    bits = np.int64(np.float32(np.float32(fval) + _MAGIC).view(np.uint32))
-    return np.int32((bits & 0x007FFFFF) - 0x00400000)
 
 
 # best_neighbour and snap_group run ~50 M times per 1M weights: inlined (Numba

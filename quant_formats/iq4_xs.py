@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
-from .iq3_quantize_tables import nearest_int
+from .quantize_common import nearest_int
 from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, block_weights, store_indices
 from .iq_common import KVALUES_IQ4NL
 

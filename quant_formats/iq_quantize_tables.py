@@ -22,6 +22,7 @@ from numba import njit, prange
 
 from .common import to_f16
 from .iq_common import grid_from_gguf
+from .quantize_common import nearest_int  # noqa: F401 (re-exported for the IQ modules)
 
 KEY_COUNT = 43692  # iq2xs_init_impl kmap_size: every key with codes <= 2, plus one
 FLT_MAX = np.float32(3.4028234663852886e38)
@@ -116,22 +117,6 @@ def _write_neighbours(grid, key_map, thresholds, neighbours):
                     n += 1
                     neighbours[start + n] = j
         neighbours[start] = n
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def nearest_int(fval):
-    """ggml-quants.c nearest_int: round half to even through the f32 sum with 1.5 * 2^23,
-    then the low 22 mantissa bits; also the bits' value outside its asserted range."""
-    val = np.float32(np.float32(fval) + np.float32(12582912.0))
-    if 8388608.0 <= val < 16777216.0:
-        return np.int32(val) - 12582912
-    if val != val:  # x86's default NaN 0xffc00000: mantissa 0x400000
-        return 0
-    if val == 0.0 or math.isinf(val):
-        return -4194304
-    mantissa, exponent = math.frexp(abs(val))
-    bits = np.int32((2.0 * mantissa - 1.0) * 8388608.0)
-    return (bits & 0x7FFFFF) - 0x400000
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

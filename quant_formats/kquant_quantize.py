@@ -19,10 +19,10 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .common import to_f16
+from .quantize_common import nearest_int  # noqa: F401 (re-exported for the K-quant modules)
 
 F32 = np.float32
 GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
-_MAGIC = np.float32(12582912.0)  # 1.5 * 2^23: adding it leaves the rounded integer in the mantissa
 
 
 @intrinsic
@@ -34,13 +34,6 @@ def _f32_bits(typingctx, value):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(32))
     return types.int32(types.float32), codegen
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def nearest_int(value):
-    """ggml-quants.c nearest_int: round half to even through the float32 mantissa."""
-    bits = _f32_bits(np.float32(value) + _MAGIC)
-    return np.int32((bits & 0x007FFFFF) - 0x00400000)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")

@@ -10,8 +10,7 @@ from numba import njit, prange
 
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
-from .quantize_common import (c_int, low_byte_signed, make_qx_quants, qx_scratch,
-                              row_sigma2, sigma2_weights, store_f16, store_nibbles)
+from .legacy_quantize import quantize_rows_with, symmetric_row
 
 QTYPE = T.Q4_0
 BLOCK_SIZE = 32
@@ -88,53 +87,12 @@ def matmul_kernel(w, qs, d, sums, out):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_ref(x, dst):
-    """ggml-quants.c quantize_row_q4_0_ref: d = max/-8 (max the value of largest
-    magnitude, first one on ties), q = MIN(15, (int8_t)(x/d + 8.5f))."""
-    L = np.empty(32, np.int32)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        amax = np.float32(0.0)
-        xmax = np.float32(0.0)
-        for j in range(32):
-            if amax < abs(xb[j]):
-                amax = abs(xb[j])
-                xmax = xb[j]
-        d = xmax / np.float32(-8.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
-        for j in range(32):
-            L[j] = min(15, low_byte_signed(c_int(xb[j] * inv + np.float32(8.5))))
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_nibbles(dst, b * _TYPE_SIZE + 2, L)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_impl(x, imatrix, dst):
-    """ggml-quants.c quantize_row_q4_0_impl: make_qx_quants(nmax 8) weighted by
-    imatrix * sqrt(sigma2 + x^2)."""
-    weight = np.empty(32, np.float32)
-    L = np.empty(32, np.int8)
-    scratch = qx_scratch()
-    sigma2 = row_sigma2(x)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d = make_qx_quants(8, xb, L, weight, scratch)
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_nibbles(dst, b * _TYPE_SIZE + 2, L)
-
-
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
+    # ggml-quants.c quantize_row_q4_0_ref / _impl: nmax 8, no qh, qs @2
     for r in prange(x.shape[0]):
-        if imatrix.shape[0] == 0:
-            _quantize_row_ref(x[r], out[r])
-        else:
-            _quantize_row_impl(x[r], imatrix, out[r])
+        symmetric_row(x[r], imatrix, out[r], 8, _TYPE_SIZE, -1, 2)
 
 
 def quantize_blocks(x, imatrix):
-    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
-    return out
+    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)

@@ -8,8 +8,7 @@ from numba import njit, prange
 
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
-from .quantize_common import (c_int, low_byte_signed, make_qkx3_quants, row_sigma2,
-                              sigma2_weights, store_f16, store_nibbles)
+from .legacy_quantize import offset_row, quantize_rows_with
 
 QTYPE = T.Q4_1
 BLOCK_SIZE = 32
@@ -85,56 +84,12 @@ def block_offsets(w):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_ref(x, dst):
-    """ggml-quants.c quantize_row_q4_1_ref: d = (max - min)/15, m = min,
-    q = MIN(15, (int8_t)((x - min)/d + 0.5f))."""
-    L = np.empty(32, np.int32)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        xmin = np.float32(np.finfo(np.float32).max)
-        xmax = -np.float32(np.finfo(np.float32).max)
-        for j in range(32):
-            if xb[j] < xmin:
-                xmin = xb[j]
-            if xb[j] > xmax:
-                xmax = xb[j]
-        d = (xmax - xmin) / np.float32(15.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
-        for j in range(32):
-            L[j] = min(15, low_byte_signed(c_int((xb[j] - xmin) * inv + np.float32(0.5))))
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_f16(dst, b * _TYPE_SIZE + 2, xmin)
-        store_nibbles(dst, b * _TYPE_SIZE + 4, L)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_impl(x, imatrix, dst):
-    """ggml-quants.c quantize_row_q4_1_impl: make_qkx3_quants(nmax 15, -0.9, 0.05,
-    36 steps) weighted by imatrix * sqrt(sigma2 + x^2)."""
-    weight = np.empty(32, np.float32)
-    L = np.empty(32, np.uint8)
-    Laux = np.empty(32, np.uint8)
-    sigma2 = row_sigma2(x)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d, neg_min = make_qkx3_quants(15, xb, weight, L, Laux, -0.9, 0.05, 36)
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_f16(dst, b * _TYPE_SIZE + 2, -neg_min)
-        store_nibbles(dst, b * _TYPE_SIZE + 4, L)
-
-
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
+    # ggml-quants.c quantize_row_q4_1_ref / _impl: nmax 15, clamp 15, no qh, qs @4
     for r in prange(x.shape[0]):
-        if imatrix.shape[0] == 0:
-            _quantize_row_ref(x[r], out[r])
-        else:
-            _quantize_row_impl(x[r], imatrix, out[r])
+        offset_row(x[r], imatrix, out[r], 15, 15, _TYPE_SIZE, -1, 4)
 
 
 def quantize_blocks(x, imatrix):
-    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
-    return out
+    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)

@@ -7,9 +7,8 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at, u32_at
+from .legacy_quantize import offset_row, quantize_rows_with
 from .q5_0 import five_bit_quants
-from .quantize_common import (c_int, make_qkx3_quants, row_sigma2, sigma2_weights,
-                              store_f16, store_five_bits)
 
 QTYPE = T.Q5_1
 BLOCK_SIZE = 32
@@ -69,56 +68,13 @@ def block_offsets(w):
 
 # --- weight quantizer ------------------------------------------------------
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_ref(x, dst):
-    """ggml-quants.c quantize_row_q5_1_ref: d = (max - min)/31, m = min,
-    q = (uint8_t)((x - min)/d + 0.5f), unclamped."""
-    L = np.empty(32, np.int32)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        xmin = np.float32(np.finfo(np.float32).max)
-        xmax = -np.float32(np.finfo(np.float32).max)
-        for j in range(32):
-            if xb[j] < xmin:
-                xmin = xb[j]
-            if xb[j] > xmax:
-                xmax = xb[j]
-        d = (xmax - xmin) / np.float32(31.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
-        for j in range(32):
-            L[j] = c_int((xb[j] - xmin) * inv + np.float32(0.5)) & 0xFF
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_f16(dst, b * _TYPE_SIZE + 2, xmin)
-        store_five_bits(dst, b * _TYPE_SIZE + 4, b * _TYPE_SIZE + 8, L)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row_impl(x, imatrix, dst):
-    """ggml-quants.c quantize_row_q5_1_impl: make_qkx3_quants(nmax 31, -0.9, 0.05,
-    36 steps) weighted by imatrix * sqrt(sigma2 + x^2)."""
-    weight = np.empty(32, np.float32)
-    L = np.empty(32, np.uint8)
-    Laux = np.empty(32, np.uint8)
-    sigma2 = row_sigma2(x)
-    for b in range(x.shape[0] // 32):
-        xb = x[b * 32:(b + 1) * 32]
-        sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d, neg_min = make_qkx3_quants(31, xb, weight, L, Laux, -0.9, 0.05, 36)
-        store_f16(dst, b * _TYPE_SIZE, d)
-        store_f16(dst, b * _TYPE_SIZE + 2, -neg_min)
-        store_five_bits(dst, b * _TYPE_SIZE + 4, b * _TYPE_SIZE + 8, L)
-
-
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _quantize_rows(x, imatrix, out):
+    # ggml-quants.c quantize_row_q5_1_ref / _impl: nmax 31, q unclamped
+    # (clamp 255), qh @4, qs @8
     for r in prange(x.shape[0]):
-        if imatrix.shape[0] == 0:
-            _quantize_row_ref(x[r], out[r])
-        else:
-            _quantize_row_impl(x[r], imatrix, out[r])
+        offset_row(x[r], imatrix, out[r], 31, 255, _TYPE_SIZE, 4, 8)
 
 
 def quantize_blocks(x, imatrix):
-    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
-    return out
+    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)
