@@ -15,6 +15,7 @@ from .common import F16_TO_F32
 from .iq_common import grid_from_gguf
 from .iq_quantize_tables import (FLT_MAX, f16_bits, iq1_accumulate, iq1_snap_group,
                                  iq1_split_codes, nearest_int, search_tables, stable_order)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.IQ1_M
 BLOCK_SIZE = 256
@@ -137,11 +138,8 @@ _LEVELS = np.array([[-1 + DELTA, DELTA, 1 + DELTA], [-1 - DELTA, -DELTA, 1 - DEL
 
 
 def quantize_blocks(x, imatrix):
-    grid, key_map, neighbours = search_tables(QTYPE)
-    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    weights = np.zeros(0, np.float32) if imatrix is None else imatrix
-    _quantize_rows(x, weights, grid, key_map, neighbours, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE,
+                          *search_tables(QTYPE))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)

@@ -15,6 +15,7 @@ from .iq_common import grid_from_gguf
 from .iq_quantize_tables import (FLT_MAX, f16_bits, iq1_accumulate, iq1_snap_group,
                                  iq1_split_codes, nearest_int, put_u16, search_tables,
                                  stable_order)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.IQ1_S
 BLOCK_SIZE = 256
@@ -109,12 +110,8 @@ _LEVELS = np.array([[-1 + DELTA, DELTA, 1 + DELTA], [-1 - DELTA, -DELTA, 1 - DEL
 
 
 def quantize_blocks(x, imatrix):
-    if imatrix is None:
-        raise ValueError("IQ1_S quantization requires an importance matrix")
-    grid, key_map, neighbours = search_tables(QTYPE)
-    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, imatrix, grid, key_map, neighbours, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE,
+                          *search_tables(QTYPE), required_by=QTYPE.name)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)

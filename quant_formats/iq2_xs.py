@@ -14,6 +14,7 @@ from .common import f16_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, iq2_search_16, key_of, nearest_int,
                                  put_u16, search_tables)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.IQ2_XS
 BLOCK_SIZE = 256
@@ -92,12 +93,8 @@ def matmul_kernel(w, qs, d, sums, out):
 # snapped to the grid or its nearest listed neighbour (iq_quantize_tables).
 
 def quantize_blocks(x, imatrix):
-    if imatrix is None:
-        raise ValueError("IQ2_XS quantization requires an importance matrix")
-    grid, key_map, neighbours = search_tables(QTYPE)
-    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, imatrix, grid, key_map, neighbours, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE,
+                          *search_tables(QTYPE), required_by=QTYPE.name)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)

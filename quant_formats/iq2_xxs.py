@@ -14,6 +14,7 @@ from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, key_of, nearest_int, put_u16,
                                  search_tables, snap_to_grid, weighted_sums)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.IQ2_XXS
 BLOCK_SIZE = 256
@@ -104,12 +105,8 @@ def matmul_kernel(w, qs, d, sums, out):
 # to its key's grid point or nearest listed neighbour (iq_quantize_tables).
 
 def quantize_blocks(x, imatrix):
-    if imatrix is None:
-        raise ValueError("IQ2_XXS quantization requires an importance matrix")
-    grid, key_map, neighbours = search_tables(QTYPE)
-    out = np.zeros((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    _quantize_rows(x, imatrix, grid, key_map, neighbours, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE,
+                          *search_tables(QTYPE), required_by=QTYPE.name)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)

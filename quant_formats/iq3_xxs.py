@@ -14,6 +14,7 @@ from .common import f16_at, u32_at
 from .iq3_quantize_tables import (search_sub_block, search_tables, sub_block_scale_code,
                                   sub_block_weights, super_block_sigma2)
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
+from .quantize_common import run_row_kernel_f16_d
 
 QTYPE = T.IQ3_XXS
 BLOCK_SIZE = 256
@@ -200,10 +201,4 @@ def _quantize_rows(x, quant_weights, tables, d_out, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> IQ3_XXS bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
-    out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
-    weights = np.empty(0, np.float32) if imatrix is None else imatrix
-    _quantize_rows(x, weights, search_tables(GRID), d, out)
-    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
-        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
-    return out
+    return run_row_kernel_f16_d(_quantize_rows, x, imatrix, BLOCK_DTYPE, BLOCK_SIZE, search_tables(GRID))

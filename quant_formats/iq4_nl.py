@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import KVALUES_IQ4NL
+from .quantize_common import run_row_kernel_f16_d
 
 QTYPE = T.IQ4_NL
 BLOCK_SIZE = 32
@@ -217,9 +218,4 @@ def _quantize_rows(x, quant_weights, d_out, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> IQ4_NL bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
-    out = np.empty((x.shape[0], x.shape[1] // 32 * _TYPE_SIZE), np.uint8)
-    d = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
-    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
-        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
-    return out
+    return run_row_kernel_f16_d(_quantize_rows, x, imatrix, BLOCK_DTYPE, BLOCK_SIZE)

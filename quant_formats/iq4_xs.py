@@ -12,9 +12,9 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
-from .quantize_common import nearest_int
 from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, block_weights, store_indices
 from .iq_common import KVALUES_IQ4NL
+from .quantize_common import nearest_int, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_XS
 BLOCK_SIZE = 256
@@ -156,9 +156,4 @@ def _quantize_rows(x, quant_weights, d_out, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> IQ4_XS bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
-    out = np.empty((x.shape[0], x.shape[1] // 256 * _TYPE_SIZE), np.uint8)
-    d = np.empty((x.shape[0], x.shape[1] // 256), np.float32)
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, d, out)
-    with np.errstate(over="ignore"):  # |d| > 65504 becomes inf, as in ggml
-        out.view(BLOCK_DTYPE)["d"] = d.astype(np.float16)  # GGML_FP32_TO_FP16: nearest even
-    return out
+    return run_row_kernel_f16_d(_quantize_rows, x, imatrix, BLOCK_DTYPE, BLOCK_SIZE)

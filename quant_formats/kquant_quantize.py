@@ -370,12 +370,3 @@ def pack_2bit(L, out, o):
             j = 128 * n + l
             out[o + 32 * n + l] = ((L[j] & 3) | ((L[j + 32] & 3) << 2) | ((L[j + 64] & 3) << 4)
                                    | ((L[j + 96] & 3) << 6))
-
-
-def check_rows(x, imatrix, block_size):
-    """Sizes the kernels trust (Numba does no bounds checks)."""
-    if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] % block_size:
-        raise ValueError(f"quantize: expected C-contiguous float32 rows of a multiple of "
-                         f"{block_size} values, got {x.dtype} {x.shape}")
-    if imatrix is not None and (imatrix.dtype != np.float32 or imatrix.shape != (x.shape[1],)):
-        raise ValueError(f"quantize: importance matrix must be float32 [{x.shape[1]}]")

@@ -102,6 +102,17 @@ def scale_min_block_impl(x, qw, out, o, nmax, clamp_levels, work):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def scale_min_block(x, imatrix, b, out, o, nmax, rmin, rdelta, nstep, clamp_levels, work):
+    """Super-block b of the row x: scale_min_block_ref (search rmin, rdelta, nstep)
+    without an imatrix (empty), else scale_min_block_impl (clamp_levels)."""
+    xb = x[256 * b:256 * b + 256]
+    if imatrix.shape[0] == 0:
+        scale_min_block_ref(xb, out, o, nmax, rmin, rdelta, nstep, work)
+    else:
+        scale_min_block_impl(xb, imatrix[256 * b:256 * b + 256], out, o, nmax, clamp_levels, work)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _requantize_scale_min(x, out, o, nmax, d_all, dmin_all, work):
     """Levels again from the stored (f16 and 6-bit) scales; sub-blocks whose scale is
     zero keep the search's levels (ggml's `if (!d) continue`)."""

@@ -121,11 +121,3 @@ def offset_row(x, imatrix, dst, nmax, clamp, type_size, qh_at, qs_at):
         _offset_row_ref(x, dst, nmax, clamp, type_size, qh_at, qs_at)
     else:
         _offset_row_impl(x, imatrix, dst, nmax, type_size, qh_at, qs_at)
-
-
-def quantize_rows_with(kernel, x, imatrix, type_size):
-    """f32 [rows, n] -> uint8 [rows, n // 32 * type_size] by a format's parallel kernel
-    (x, imatrix, out); no imatrix is passed as an empty one."""
-    out = np.empty((x.shape[0], x.shape[1] // 32 * type_size), np.uint8)
-    kernel(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
-    return out

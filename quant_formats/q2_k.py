@@ -17,8 +17,9 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
-from .kquant_quantize import (check_rows, make_qkx_quants, make_qp_quants, nearest_int,
-                              pack_2bit, requantize, requantize_scratch, store_f16)
+from .kquant_quantize import (make_qkx_quants, make_qp_quants, nearest_int, pack_2bit,
+                              requantize, requantize_scratch, store_f16)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q2_K
 BLOCK_SIZE = 256
@@ -116,90 +117,86 @@ def matmul_kernel(w, qs, d, sums, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> uint8 [rows, n // 256 * 84], as ggml_quantize_chunk(Q2_K)."""
-    check_rows(x, imatrix, BLOCK_SIZE)
-    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
-    if imatrix is None:
-        _quantize_rows_ref(x, out)
-    else:
-        _quantize_rows_impl(x, imatrix, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_ref(x, out):
+def _quantize_rows(x, imatrix, out):
+    """Per super-block the _ref scales without an imatrix (empty), else the _impl ones."""
     for r in prange(x.shape[0]):
         L = np.empty(256, np.uint8)
-        weights = np.empty(16, np.float32)
-        scales = np.empty(16, np.float32)
-        mins = np.empty(16, np.float32)
+        sub = np.empty((4, 16), np.float32)  # weights, scales, mins, sums of weights
+        levels = np.empty((2, 16), np.uint8)  # _impl: of the scales and of the mins
         fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             xb = x[r, 256 * b:256 * b + 256]
             o = b * _TYPE_SIZE
-            # quantize_row_q2_K_ref
-            max_scale = np.float32(0.0)
-            max_min = np.float32(0.0)
-            for j in range(16):
-                xs = xb[16 * j:16 * j + 16]
-                for l in range(16):
-                    weights[l] = abs(xs[l])
-                scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
-                                                     -0.5, 0.1, 15, True)
-                if scales[j] > max_scale:
-                    max_scale = scales[j]
-                if mins[j] > max_min:
-                    max_min = mins[j]
-            d, dmin = np.float32(0.0), np.float32(0.0)
-            if max_scale > 0:  # else scales stay 0 and d is f16 zero (the buffer's zeros)
-                iscale = np.float32(15.0) / max_scale
-                for j in range(16):
-                    out[r, o + j] = nearest_int(iscale * scales[j]) & 0xFF
-                d = store_f16(out[r], o + 80, max_scale / np.float32(15.0))
-            if max_min > 0:
-                iscale = np.float32(15.0) / max_min
-                for j in range(16):
-                    out[r, o + j] |= (nearest_int(iscale * mins[j]) << 4) & 0xFF
-                dmin = store_f16(out[r], o + 82, max_min / np.float32(15.0))
+            if imatrix.shape[0] == 0:
+                d, dmin = _scales_ref(xb, out[r], o, L, sub)
+            else:
+                d, dmin = _scales_impl(xb, imatrix[256 * b:256 * b + 256], out[r], o, L, sub,
+                                       levels)
             _finish_block(xb, out[r], o, d, dmin, L, fin)
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_impl(x, imatrix, out):
-    for r in prange(x.shape[0]):
-        L = np.empty(256, np.uint8)
-        weights = np.empty(16, np.float32)
-        scales = np.empty(16, np.float32)
-        mins = np.empty(16, np.float32)
-        fin = requantize_scratch(16)
-        sw = np.empty(16, np.float32)
-        Ls = np.empty(16, np.uint8)
-        Lm = np.empty(16, np.uint8)
-        for b in range(x.shape[1] // 256):
-            xb = x[r, 256 * b:256 * b + 256]
-            qw = imatrix[256 * b:256 * b + 256]
-            o = b * _TYPE_SIZE
-            # quantize_row_q2_K_impl
-            sum_x2 = np.float32(0.0)
-            for i in range(256):
-                sum_x2 += xb[i] * xb[i]
-            sigma2 = sum_x2 / np.float32(256.0)
-            for j in range(16):
-                xs = xb[16 * j:16 * j + 16]
-                for l in range(16):
-                    weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
-                sumw = np.float32(0.0)
-                for l in range(16):
-                    sumw += weights[l]
-                sw[j] = sumw
-                scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
-                                                     -0.9, 0.05, 36, False)
-            dm = make_qp_quants(scales, sw, 15, Ls)
-            mm = make_qp_quants(mins, sw, 15, Lm)
-            d = store_f16(out[r], o + 80, dm)
-            dmin = store_f16(out[r], o + 82, mm)
-            for j in range(16):
-                out[r, o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
-            _finish_block(xb, out[r], o, d, dmin, L, fin)
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scales_ref(xb, out, o, L, sub):
+    """quantize_row_q2_K_ref up to the final quants: scales/mins bytes @0, d and dmin
+    (returned as stored). A zero maximum leaves its nibbles and f16 zero (out starts
+    zeroed)."""
+    weights, scales, mins = sub[0], sub[1], sub[2]
+    max_scale = np.float32(0.0)
+    max_min = np.float32(0.0)
+    for j in range(16):
+        xs = xb[16 * j:16 * j + 16]
+        for l in range(16):
+            weights[l] = abs(xs[l])
+        scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
+                                             -0.5, 0.1, 15, True)
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
+    d, dmin = np.float32(0.0), np.float32(0.0)
+    if max_scale > 0:
+        iscale = np.float32(15.0) / max_scale
+        for j in range(16):
+            out[o + j] = nearest_int(iscale * scales[j]) & 0xFF
+        d = store_f16(out, o + 80, max_scale / np.float32(15.0))
+    if max_min > 0:
+        iscale = np.float32(15.0) / max_min
+        for j in range(16):
+            out[o + j] |= (nearest_int(iscale * mins[j]) << 4) & 0xFF
+        dmin = store_f16(out, o + 82, max_min / np.float32(15.0))
+    return d, dmin
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scales_impl(xb, qw, out, o, L, sub, levels):
+    """quantize_row_q2_K_impl up to the final quants, as _scales_ref."""
+    weights, scales, mins, sw = sub[0], sub[1], sub[2], sub[3]
+    Ls, Lm = levels[0], levels[1]
+    sum_x2 = np.float32(0.0)
+    for i in range(256):
+        sum_x2 += xb[i] * xb[i]
+    sigma2 = sum_x2 / np.float32(256.0)
+    for j in range(16):
+        xs = xb[16 * j:16 * j + 16]
+        for l in range(16):
+            weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
+        sumw = np.float32(0.0)
+        for l in range(16):
+            sumw += weights[l]
+        sw[j] = sumw
+        scales[j], mins[j] = make_qkx_quants(xs, weights, 3, L[16 * j:16 * j + 16],
+                                             -0.9, 0.05, 36, False)
+    dm = make_qp_quants(scales, sw, 15, Ls)
+    mm = make_qp_quants(mins, sw, 15, Lm)
+    d = store_f16(out, o + 80, dm)
+    dmin = store_f16(out, o + 82, mm)
+    for j in range(16):
+        out[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
+    return d, dmin
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -18,9 +18,9 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import q3_k_scale
-from .kquant_quantize import (check_rows, make_q3_quants, make_qx_quants, nearest_int,
-                              pack_2bit, requantize, requantize_scratch, search_scratch,
-                              store_f16)
+from .kquant_quantize import (make_q3_quants, make_qx_quants, nearest_int, pack_2bit,
+                              requantize, requantize_scratch, search_scratch, store_f16)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q3_K
 BLOCK_SIZE = 256
@@ -119,78 +119,72 @@ def matmul_kernel(w, qs, d, sums, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> uint8 [rows, n // 256 * 110], as ggml_quantize_chunk(Q3_K)."""
-    check_rows(x, imatrix, BLOCK_SIZE)
-    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
-    if imatrix is None:
-        _quantize_rows_ref(x, out)
-    else:
-        _quantize_rows_impl(x, imatrix, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_ref(x, out):
+def _quantize_rows(x, imatrix, out):
+    """Per super-block the _ref scales without an imatrix (empty), else the _impl ones."""
     for r in prange(x.shape[0]):
         L = np.empty(256, np.int8)
-        scales = np.empty(16, np.float32)
-        levels = np.empty(16, np.int32)
-        fin = requantize_scratch(16)
-        for b in range(x.shape[1] // 256):
-            xb = x[r, 256 * b:256 * b + 256]
-            o = b * _TYPE_SIZE
-            # quantize_row_q3_K_ref: the largest |scale| (signed) sets d = max / -32
-            max_scale = np.float32(0.0)
-            amax = np.float32(0.0)
-            for j in range(16):
-                scales[j] = make_q3_quants(xb[16 * j:16 * j + 16], 4, L[16 * j:16 * j + 16])
-                if abs(scales[j]) > amax:
-                    amax = abs(scales[j])
-                    max_scale = scales[j]
-            if max_scale != 0:
-                iscale = np.float32(-32.0) / max_scale
-                for j in range(16):
-                    l8 = ((nearest_int(iscale * scales[j]) & 0xFF) ^ 0x80) - 0x80  # int8 store
-                    levels[j] = max(-32, min(31, l8)) + 32
-                d = store_f16(out[r], o + 108, np.float32(1.0) / iscale)
-            else:
-                levels[:] = 0  # scales bytes stay zero
-                d = store_f16(out[r], o + 108, np.float32(0.0))
-            _finish_block(xb, out[r], o, levels, d, L, fin)
-
-
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_impl(x, imatrix, out):
-    for r in prange(x.shape[0]):
-        L = np.empty(256, np.int8)
-        weights = np.empty(16, np.float32)
-        scales = np.empty(16, np.float32)
-        sw = np.empty(16, np.float32)
+        sub = np.empty((3, 16), np.float32)  # weights, scales, sums of weights
         Ls = np.empty(16, np.int8)
         levels = np.empty(16, np.int32)
         trials = search_scratch()
         fin = requantize_scratch(16)
         for b in range(x.shape[1] // 256):
             xb = x[r, 256 * b:256 * b + 256]
-            qw = imatrix[256 * b:256 * b + 256]
-            # quantize_row_q3_K_impl
-            sum_x2 = np.float32(0.0)
-            for i in range(256):
-                sum_x2 += xb[i] * xb[i]
-            sigma2 = np.float32(2.0) * sum_x2 / np.float32(256.0)
-            for j in range(16):
-                xs = xb[16 * j:16 * j + 16]
-                sumw = np.float32(0.0)
-                for l in range(16):
-                    weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
-                for l in range(16):
-                    sumw += weights[l]
-                sw[j] = sumw
-                scales[j] = make_qx_quants(xs, weights, 4, L[16 * j:16 * j + 16], trials)
-            d_block = make_qx_quants(scales, sw, 32, Ls, trials)
-            for j in range(16):
-                levels[j] = Ls[j]
-            d = store_f16(out[r], b * _TYPE_SIZE + 108, d_block)
-            _finish_block(xb, out[r], b * _TYPE_SIZE, levels, d, L, fin)
+            o = b * _TYPE_SIZE
+            if imatrix.shape[0] == 0:
+                d = _scales_ref(xb, out[r], o, L, sub[1], levels)
+            else:
+                d = _scales_impl(xb, imatrix[256 * b:256 * b + 256], out[r], o, L, sub, Ls,
+                                 levels, trials)
+            _finish_block(xb, out[r], o, levels, d, L, fin)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scales_ref(xb, out, o, L, scales, levels):
+    """quantize_row_q3_K_ref up to the final quants: the 6-bit scale levels (0..63)
+    and d (returned as stored). The largest |scale| (signed) sets d = max / -32."""
+    max_scale = np.float32(0.0)
+    amax = np.float32(0.0)
+    for j in range(16):
+        scales[j] = make_q3_quants(xb[16 * j:16 * j + 16], 4, L[16 * j:16 * j + 16])
+        if abs(scales[j]) > amax:
+            amax = abs(scales[j])
+            max_scale = scales[j]
+    if max_scale == 0:
+        levels[:] = 0  # scales bytes stay zero
+        return store_f16(out, o + 108, np.float32(0.0))
+    iscale = np.float32(-32.0) / max_scale
+    for j in range(16):
+        l8 = ((nearest_int(iscale * scales[j]) & 0xFF) ^ 0x80) - 0x80  # int8 store
+        levels[j] = max(-32, min(31, l8)) + 32
+    return store_f16(out, o + 108, np.float32(1.0) / iscale)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _scales_impl(xb, qw, out, o, L, sub, Ls, levels, trials):
+    """quantize_row_q3_K_impl up to the final quants, as _scales_ref."""
+    weights, scales, sw = sub[0], sub[1], sub[2]
+    sum_x2 = np.float32(0.0)
+    for i in range(256):
+        sum_x2 += xb[i] * xb[i]
+    sigma2 = np.float32(2.0) * sum_x2 / np.float32(256.0)
+    for j in range(16):
+        xs = xb[16 * j:16 * j + 16]
+        sumw = np.float32(0.0)
+        for l in range(16):
+            weights[l] = qw[16 * j + l] * np.sqrt(sigma2 + xs[l] * xs[l])
+        for l in range(16):
+            sumw += weights[l]
+        sw[j] = sumw
+        scales[j] = make_qx_quants(xs, weights, 4, L[16 * j:16 * j + 16], trials)
+    d_block = make_qx_quants(scales, sw, 32, Ls, trials)
+    for j in range(16):
+        levels[j] = Ls[j]
+    return store_f16(out, o + 108, d_block)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -10,7 +10,8 @@ from numba import njit, prange
 
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
-from .legacy_quantize import quantize_rows_with, symmetric_row
+from .legacy_quantize import symmetric_row
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q4_0
 BLOCK_SIZE = 32
@@ -95,4 +96,4 @@ def _quantize_rows(x, imatrix, out):
 
 
 def quantize_blocks(x, imatrix):
-    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)

@@ -17,8 +17,8 @@ from numba import njit, prange
 
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
-from .kquant_quantize import check_rows
-from .kquant_scale_min import scale_min_block_impl, scale_min_block_ref, scale_min_scratch
+from .kquant_scale_min import scale_min_block, scale_min_scratch
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q4_K
 BLOCK_SIZE = 256
@@ -103,13 +103,7 @@ def matmul_kernel(w, qs, d, sums, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> uint8 [rows, n // 256 * 144], as ggml_quantize_chunk(Q4_K)."""
-    check_rows(x, imatrix, BLOCK_SIZE)
-    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
-    if imatrix is None:
-        _quantize_rows_ref(x, out)
-    else:
-        _quantize_rows_impl(x, imatrix, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -121,21 +115,11 @@ def _pack_nibbles(L, out, o):
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_ref(x, out):
+def _quantize_rows(x, imatrix, out):
+    """quantize_row_q4_K_ref (make_qkx2_quants nmax 15, -1, 0.1, 20 steps) /
+    quantize_row_q4_K_impl (6-bit levels unclamped)."""
     for r in prange(x.shape[0]):
         work = scale_min_scratch()
         for b in range(x.shape[1] // 256):
-            o = b * _TYPE_SIZE
-            scale_min_block_ref(x[r, 256 * b:256 * b + 256], out[r], o, 15, -1.0, 0.1, 20, work)
-            _pack_nibbles(work[0], out[r], o)
-
-
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _quantize_rows_impl(x, imatrix, out):
-    for r in prange(x.shape[0]):
-        work = scale_min_scratch()
-        for b in range(x.shape[1] // 256):
-            o = b * _TYPE_SIZE
-            scale_min_block_impl(x[r, 256 * b:256 * b + 256], imatrix[256 * b:256 * b + 256],
-                                 out[r], o, 15, False, work)
-            _pack_nibbles(work[0], out[r], o)
+            scale_min_block(x[r], imatrix, b, out[r], b * _TYPE_SIZE, 15, -1.0, 0.1, 20, False, work)
+            _pack_nibbles(work[0], out[r], b * _TYPE_SIZE)

@@ -9,7 +9,8 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at, u32_at
-from .legacy_quantize import quantize_rows_with, symmetric_row
+from .legacy_quantize import symmetric_row
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q5_0
 BLOCK_SIZE = 32
@@ -80,4 +81,4 @@ def _quantize_rows(x, imatrix, out):
 
 
 def quantize_blocks(x, imatrix):
-    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)

@@ -7,8 +7,9 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at, u32_at
-from .legacy_quantize import offset_row, quantize_rows_with
+from .legacy_quantize import offset_row
 from .q5_0 import five_bit_quants
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q5_1
 BLOCK_SIZE = 32
@@ -77,4 +78,4 @@ def _quantize_rows(x, imatrix, out):
 
 
 def quantize_blocks(x, imatrix):
-    return quantize_rows_with(_quantize_rows, x, imatrix, _TYPE_SIZE)
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)

@@ -16,8 +16,9 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import as_int8, f16_at
-from .kquant_quantize import (GROUP_MAX_EPS, check_rows, make_qx_quants, nearest_int,
-                              requantize, requantize_scratch, search_scratch, store_f16)
+from .kquant_quantize import (GROUP_MAX_EPS, make_qx_quants, nearest_int, requantize,
+                              requantize_scratch, search_scratch, store_f16)
+from .quantize_common import run_row_kernel
 
 QTYPE = T.Q6_K
 BLOCK_SIZE = 256
@@ -119,11 +120,8 @@ def matmul_kernel(w, qs, d, sums, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> uint8 [rows, n // 256 * 210], as ggml_quantize_chunk(Q6_K)."""
-    check_rows(x, imatrix, BLOCK_SIZE)
-    out = np.zeros((x.shape[0], x.shape[1] // BLOCK_SIZE * _TYPE_SIZE), np.uint8)
     # ggml's _ref path weights by x^2; an empty imatrix selects it
-    _quantize_rows(x, np.empty(0, np.float32) if imatrix is None else imatrix, out)
-    return out
+    return run_row_kernel(_quantize_rows, x, imatrix, BLOCK_SIZE, _TYPE_SIZE)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")

@@ -10,6 +10,8 @@ FMA contraction), and the C conversions are spelled out:
     c_int            (int)f on x86 (cvttss2si): truncation, INT_MIN when out of range
     fp16_bits        GGML_FP32_TO_FP16 (ggml-impl.h ggml_compute_fp32_to_fp16)
     bf16_bits        ggml-impl.h ggml_compute_fp32_to_bf16
+and the Python side every format's quantize_blocks goes through (run_row_kernel,
+run_row_kernel_f16_d).
 """
 import math
 
@@ -272,3 +274,43 @@ def make_qkx3_quants(nmax, x, weights, L, Laux, rmin, rdelta, nstep):
                 scale = this_scale
                 xmin = this_min
     return scale, -xmin
+
+
+# --- the Python side of quantize_blocks ---------------------------------------
+
+_NO_IMATRIX = np.empty(0, np.float32)
+
+
+def check_rows(x, imatrix, block_size):
+    """Sizes the kernels trust (Numba does no bounds checks)."""
+    if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] % block_size:
+        raise ValueError(f"quantize: expected C-contiguous float32 rows of a multiple of "
+                         f"{block_size} values, got {x.dtype} {x.shape}")
+    if imatrix is not None and (imatrix.dtype != np.float32 or imatrix.shape != (x.shape[1],)):
+        raise ValueError(f"quantize: importance matrix must be float32 [{x.shape[1]}]")
+
+
+def run_row_kernel(kernel, x, imatrix, block_size, type_size, *tables, required_by=None):
+    """f32 [rows, n] -> uint8 [rows, n // block_size * type_size]: a format's prange
+    kernel(x, imatrix, *tables, out) fills zeroed rows (some paths leave bytes as
+    zeros). No imatrix is passed as an empty one: ggml's _ref / quant_weights == NULL
+    path. required_by: the type name, for formats ggml refuses to quantize without one."""
+    if imatrix is None and required_by:
+        raise ValueError(f"{required_by} quantization requires an importance matrix")
+    check_rows(x, imatrix, block_size)
+    out = np.zeros((x.shape[0], x.shape[1] // block_size * type_size), np.uint8)
+    kernel(x, _NO_IMATRIX if imatrix is None else imatrix, *tables, out)
+    return out
+
+
+def run_row_kernel_f16_d(kernel, x, imatrix, block_dtype, block_size, *tables):
+    """run_row_kernel for kernels(x, imatrix, *tables, d, out) that leave each block's
+    scale in d (f32 [rows, n_blocks]); stored as f16 in the block's "d" field here
+    (numpy's float16 cast is GGML_FP32_TO_FP16: nearest even, |d| > 65504 -> inf)."""
+    check_rows(x, imatrix, block_size)
+    out = np.zeros((x.shape[0], x.shape[1] // block_size * block_dtype.itemsize), np.uint8)
+    d = np.empty((x.shape[0], x.shape[1] // block_size), np.float32)
+    kernel(x, _NO_IMATRIX if imatrix is None else imatrix, *tables, d, out)
+    with np.errstate(over="ignore"):
+        out.view(block_dtype)["d"] = d.astype(np.float16)
+    return out
