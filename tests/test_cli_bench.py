@@ -22,6 +22,14 @@ def test_json_has_llama_bench_fields(smollm2_path):
         assert r["type_k"] == "f16" and r["model_n_params"] == 134515008
 
 
+def test_quantized_cache_types_run_and_show_in_the_json(smollm2_path):
+    out = gguf_bench("-m", str(smollm2_path), "-p", "16", "-n", "4", "-r", "1", "-t", "1",
+                     "-ctk", "q8_0", "-ctv", "f16", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    for r in json.loads(out.stdout):
+        assert (r["type_k"], r["type_v"]) == ("q8_0", "f16") and r["avg_ts"] > 0
+
+
 def test_markdown_table_as_llama_bench(smollm2_path):
     out = gguf_bench("-m", str(smollm2_path), "-p", "8", "-n", "2", "-r", "1")
     assert out.returncode == 0, out.stderr

@@ -36,6 +36,19 @@ def test_greedy_completion_equals_llama_completion(model_paths, llama_refs, name
         assert re.search(r"generation: 32 tokens in [0-9.]+ s", out.stderr)
 
 
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_greedy_completion_with_q8_0_kv_cache_equals_llama_completion(model_paths, llama_refs,
+                                                                      name):
+    """-ctk q8_0 -ctv q8_0 on the tie-free prompts, against llama-completion's."""
+    cases = llama_refs["completion_kv"][name]["q8_0/q8_0"]
+    assert cases
+    for prompt, completion in cases.items():
+        out = cli("run", "-m", str(model_paths[name]), "-p", prompt, "--temp", "0", "-no-cnv",
+                  "-n", "32", "--no-display-prompt", "-c", "512", "-ctk", "q8_0", "-ctv", "q8_0")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == completion
+
+
 def test_run_bad_model_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")

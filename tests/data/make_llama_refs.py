@@ -75,10 +75,11 @@ def greedy(oracle, model, ids):
             "top_logits": [[float(v) for v in s[1::2]] for s in steps]}
 
 
-def completion(root, model, prompt):
+def completion(root, model, prompt, cache_types=("f16", "f16")):
     out = subprocess.run([str(root / "bin/llama-completion"), "-m", str(model), "-p", prompt,
                           "--temp", "0", "-no-cnv", "-n", str(N_GEN), "--no-display-prompt",
-                          "-t", "2"], capture_output=True, text=True, check=True)
+                          "-t", "2", "-ctk", cache_types[0], "-ctv", cache_types[1]],
+                         capture_output=True, text=True, check=True)
     return out.stdout
 
 
@@ -115,7 +116,10 @@ def main():
 
 
 def kv_cache_refs(root):
-    """llama-perplexity with each quantized -ctk/-ctv pair on the real models."""
+    """llama-perplexity with each quantized -ctk/-ctv pair on the real models, and
+    llama-completion with -ctk/-ctv q8_0 on the prompts whose f16 greedy path has
+    no near-tie (top-2 logit gap >= 1). Records only what is missing: delete
+    perplexity_kv / completion_kv from llama_refs.json to re-record them."""
     from gguf_runtime.pull import resolve_model
     refs = json.loads((HERE / "llama_refs.json").read_text())
     runs = refs.setdefault("perplexity_kv", {})
@@ -123,9 +127,20 @@ def kv_cache_refs(root):
         if name.endswith("-derived"):
             continue
         for types in KV_CACHE_TYPES:
-            print(f"perplexity {name} -c {n_ctx} -ctk {types[0]} -ctv {types[1]}", file=sys.stderr)
-            runs.setdefault(name, {}).setdefault(str(n_ctx), {})["/".join(types)] = perplexity(
-                root, resolve_model(name), n_ctx, types)
+            recorded = runs.setdefault(name, {}).setdefault(str(n_ctx), {})
+            if "/".join(types) not in recorded:
+                print(f"perplexity {name} -c {n_ctx} -ctk {types[0]} -ctv {types[1]}",
+                      file=sys.stderr)
+                recorded["/".join(types)] = perplexity(root, resolve_model(name), n_ctx, types)
+    completions = refs.setdefault("completion_kv", {})
+    for name in ("smollm2-135m", "gemma3-270m"):
+        tie_free = [c["prompt"] for c in refs["greedy"][name]
+                    if min(top[0] - top[1] for top in c["top_logits"]) >= 1.0][:2]
+        recorded = completions.setdefault(name, {}).setdefault("q8_0/q8_0", {})
+        for prompt in tie_free:
+            if prompt not in recorded:
+                print(f"completion {name} -ctk q8_0 -ctv q8_0 {prompt!r}", file=sys.stderr)
+                recorded[prompt] = completion(root, resolve_model(name), prompt, ("q8_0", "q8_0"))
     (HERE / "llama_refs.json").write_text(json.dumps(refs, indent=1) + "\n")
 
 

@@ -35,6 +35,23 @@ def test_perplexity_matches_llama_perplexity(model_paths, llama_refs, name, n_ct
     assert out.getvalue().startswith("[1]") and out.getvalue().count(",") == chunks
 
 
+# -ctk/-ctv q8_0, each alone and both, on the real models (llama.cpp rotates the
+# quantized K/V by a Hadamard matrix; gemma3 at 2048 runs its SWA rings past the window)
+KV_PAIRS = [("q8_0", "q8_0"), ("q8_0", "f16"), ("f16", "q8_0")]
+KV_CASES = [case + (pair,) for case in CASES[:3] for pair in KV_PAIRS]
+
+
+@pytest.mark.parametrize("name,n_ctx,chunks,tol,pair", KV_CASES,
+                         ids=[f"{c[0]}-c{c[1]}-{c[4][0]}-{c[4][1]}" for c in KV_CASES])
+def test_quantized_kv_cache_perplexity_matches_llama(model_paths, llama_refs, name, n_ctx,
+                                                     chunks, tol, pair):
+    ref = llama_refs["perplexity_kv"][name][str(n_ctx)]["/".join(pair)]["chunks"][chunks - 1]
+    with Model.load(model_paths[name], n_ctx=n_ctx, cache_type_k=pair[0],
+                    cache_type_v=pair[1]) as model:
+        result = perplexity(model, TEXT, n_ctx=n_ctx, n_chunks=chunks, out=None, progress=None)
+    assert abs(result.ppl / ref - 1) < tol, (result.ppl, ref)
+
+
 def test_too_short_text_is_refused(model_paths):
     from gguf_runtime.errors import ModelError
     with Model.load(model_paths["smollm2-135m"], n_ctx=512) as model:
