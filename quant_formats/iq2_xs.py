@@ -14,14 +14,13 @@ from .common import f16_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, iq2_search_16, key_of, nearest_int,
                                  put_u16, search_tables)
-from .quantize_common import run_row_kernel
+from .quantize_common import GROUP_MAX_EPS, run_row_kernel
 
 QTYPE = T.IQ2_XS
 BLOCK_SIZE = 256
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "<u2", (32,)), ("scales", "u1", (8,))])
 VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 74
-_GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 
 GRID = grid_from_gguf(gguf_quants.IQ2_XS)  # int8 [512, 8]: iq2xs_grid
 _KSIGNS = KSIGNS.astype(np.int32)
@@ -123,7 +122,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, 
             weight[i] = qw[16 * ib + i] * np.sqrt(sigma2 + xb[i] * xb[i])
             waux[i] = np.sqrt(weight[i])
         signs = even_signs(xb, weight, xval, 2)
-        scale, skipped = iq2_search_16(xval, weight, waux, _GROUP_MAX_EPS, grid, key_map,
+        scale, skipped = iq2_search_16(xval, weight, waux, GROUP_MAX_EPS, grid, key_map,
                                        neighbours, codes[0], codes[1])
         scales[ib] = 0.0
         if skipped:  # ggml leaves the group's bytes zero and its scale 0

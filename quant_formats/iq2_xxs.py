@@ -14,14 +14,13 @@ from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, key_of, nearest_int, put_u16,
                                  search_tables, snap_to_grid, weighted_sums)
-from .quantize_common import run_row_kernel
+from .quantize_common import GROUP_MAX_EPS, run_row_kernel
 
 QTYPE = T.IQ2_XXS
 BLOCK_SIZE = 256
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "<u4", (16,))])
 VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 66
-_GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 
 GRID = grid_from_gguf(gguf_quants.IQ2_XXS)  # int8 [256, 8]: iq2xxs_grid
 _KSIGNS = KSIGNS.astype(np.int32)
@@ -167,7 +166,7 @@ def _sub_block_scale(xval, weight, waux, grid, key_map, neighbours, codes):
     top = xval[0]
     for i in range(1, 32):
         top = max(top, xval[i])
-    if top < _GROUP_MAX_EPS:
+    if top < GROUP_MAX_EPS:
         return np.float32(0.0), True
     scale = make_qp_quants(32, 4, xval, codes[2], weight)
     for i in range(32):  # ggml passes its int8 L as uint8: keep the byte's int8 value
@@ -204,7 +203,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
     top = np.float32(0.0)
     for i in range(n):
         top = max(top, x[i])
-    if top < np.float32(1e-15):  # GROUP_MAX_EPS
+    if top < GROUP_MAX_EPS:
         L[:n] = 0
         return np.float32(0.0)
     nmax_f = np.float32(nmax)

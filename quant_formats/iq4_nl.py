@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import KVALUES_IQ4NL
-from .quantize_common import run_row_kernel_f16_d
+from .quantize_common import GROUP_MAX_EPS, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_NL
 BLOCK_SIZE = 32
@@ -104,7 +104,6 @@ def matmul_kernel(w, qs, d, sums, out):
 # errors are weighted by x^2); the ntry = -1 _ref path is not what it calls.
 # IQ4_XS runs the same per-32 search (best_block_scale) on its sub-blocks.
 _KVALUES_F32 = KVALUES_IQ4NL.astype(np.float32)
-_GROUP_MAX_EPS = np.float32(1e-15)
 _N_TRY = 7  # inverse scales (itry + kvalues[0]) / max, |itry| <= 7
 SCALE_SEARCH_SCRATCH = (3, 2 * _N_TRY + 2)  # best_block_scale's sums: 16 trial scales
 
@@ -171,7 +170,7 @@ def best_block_scale(row, o, weight, sums):
         if ax > amax:
             amax = ax
             xmax = row[o + j]
-    if amax < _GROUP_MAX_EPS:
+    if amax < GROUP_MAX_EPS:
         return np.float32(0.0)
     inv_scales, sumqx, sumq2 = sums[0], sums[1], sums[2]
     inv_scales[0] = np.float32(1.0) / (-xmax / _KVALUES_F32[0])  # first trial: id = 1/d

@@ -19,10 +19,9 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .common import to_f16
-from .quantize_common import nearest_int  # noqa: F401 (re-exported for the K-quant modules)
+from .quantize_common import GROUP_MAX_EPS, nearest_int  # noqa: F401 (re-exported)
 
 F32 = np.float32
-GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 
 
 @intrinsic

@@ -4,14 +4,14 @@ _impl. The four C functions per pair differ only in nmax, the clamp and where th
 bits go, so each format module passes those numbers:
     qh_at   byte offset of the 32 fifth bits in the block (-1: 4-bit, none)
     qs_at   byte offset of the 16 nibble bytes
-Without an imatrix the _ref rule, with one the _impl search (make_qx_quants or
-make_qkx3_quants weighted by imatrix * sqrt(sigma2 + x^2)).
+Without an imatrix the _ref rule, with one the _impl search (kquant_quantize.make_qx_quants
+or make_qkx_quants weighted by imatrix * sqrt(sigma2 + x^2)).
 """
 import numpy as np
 from numba import njit
 
-from .quantize_common import (c_int, low_byte_signed, make_qkx3_quants, make_qx_quants,
-                              qx_scratch, row_sigma2, sigma2_weights, store_f16,
+from .kquant_quantize import make_qkx_quants, make_qx_quants, search_scratch
+from .quantize_common import (c_int, low_byte_signed, row_sigma2, sigma2_weights, store_f16,
                               store_five_bits, store_nibbles)
 
 
@@ -52,12 +52,12 @@ def _symmetric_row_impl(x, imatrix, dst, nmax, type_size, qh_at, qs_at):
     imatrix * sqrt(sigma2 + x^2)."""
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.int8)
-    scratch = qx_scratch()
+    trials = search_scratch()
     sigma2 = row_sigma2(x)
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d = make_qx_quants(nmax, xb, L, weight, scratch)
+        d = make_qx_quants(xb, weight, nmax, L, trials)
         store_f16(dst, b * type_size, d)
         _store_quants(dst, b * type_size, qh_at, qs_at, L)
 
@@ -89,15 +89,14 @@ def _offset_row_ref(x, dst, nmax, clamp, type_size, qh_at, qs_at):
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _offset_row_impl(x, imatrix, dst, nmax, type_size, qh_at, qs_at):
     """quantize_row_q4_1_impl / q5_1_impl: make_qkx3_quants(nmax, -0.9, 0.05,
-    36 steps) weighted by imatrix * sqrt(sigma2 + x^2)."""
+    36 steps, kquant_quantize.make_qkx_quants) weighted by imatrix * sqrt(sigma2 + x^2)."""
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
-    Laux = np.empty(32, np.uint8)
     sigma2 = row_sigma2(x)
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
-        d, neg_min = make_qkx3_quants(nmax, xb, weight, L, Laux, -0.9, 0.05, 36)
+        d, neg_min = make_qkx_quants(xb, weight, nmax, L, -0.9, 0.05, 36, False)
         store_f16(dst, b * type_size, d)
         store_f16(dst, b * type_size + 2, -neg_min)
         _store_quants(dst, b * type_size, qh_at, qs_at, L)
