@@ -14,8 +14,8 @@ from numba import njit, prange
 from .common import F16_TO_F32
 from .iq_common import grid_from_gguf
 from .iq_quantize_tables import (FLT_MAX, f16_bits, iq1_accumulate, iq1_snap_group,
-                                 iq1_split_codes, nearest_int, search_tables, stable_order)
-from .quantize_common import run_row_kernel
+                                 iq1_split_codes, search_tables, stable_order)
+from .quantize_common import mean_square, run_row_kernel, scale_level
 
 QTYPE = T.IQ1_M
 BLOCK_SIZE = 256
@@ -175,10 +175,7 @@ def _group_levels(shift, k):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, ints, out, o):
     order, L, shifts = ints[0], ints[1], ints[2]
-    sumx2 = np.float32(0.0)
-    for i in range(256):
-        sumx2 += xbl[i] * xbl[i]
-    sigma2 = np.float32(2) * sumx2 / np.float32(256)
+    sigma2 = mean_square(xbl, 2)
     max_scale = np.float32(0.0)
     for ib in range(16):
         xb = xbl[16 * ib:16 * ib + 16]
@@ -290,7 +287,7 @@ def _store_scales(xbl, qw, sigma2, grid, weight, scales, shifts, max_scale, out,
     sumq2 = np.float32(0.0)
     words = np.zeros(4, np.int32)
     for ib in range(16):
-        level = max(0, min(7, nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))))
+        level = scale_level(inv_d, scales[ib], 7)
         words[ib // 4] |= level << (3 * (ib % 4))
         out[o + 32 + ib] |= (0x08 if shifts[ib] & 2 else 0) | (0x80 if shifts[ib] & 1 else 0)
         xb = xbl[16 * ib:16 * ib + 16]

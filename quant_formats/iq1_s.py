@@ -13,9 +13,8 @@ from numba import njit, prange
 from .common import f16_at
 from .iq_common import grid_from_gguf
 from .iq_quantize_tables import (FLT_MAX, f16_bits, iq1_accumulate, iq1_snap_group,
-                                 iq1_split_codes, nearest_int, put_u16, search_tables,
-                                 stable_order)
-from .quantize_common import run_row_kernel
+                                 iq1_split_codes, put_u16, search_tables, stable_order)
+from .quantize_common import mean_square, run_row_kernel, scale_level
 
 QTYPE = T.IQ1_S
 BLOCK_SIZE = 256
@@ -130,10 +129,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, ints, out, o):
     order, L, shifts = ints[0], ints[1], ints[2]
-    sumx2 = np.float32(0.0)
-    for i in range(256):
-        sumx2 += xbl[i] * xbl[i]
-    sigma2 = np.float32(2) * sumx2 / np.float32(256)
+    sigma2 = mean_square(xbl, 2)
     max_scale = np.float32(0.0)
     for ib in range(8):
         xb = xbl[32 * ib:32 * ib + 32]
@@ -167,7 +163,7 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, weight, prefix, scales, 
     put_u16(out, o, f16_bits(d * np.float32(1.125)))
     inv_d = np.float32(1.0) / d
     for ib in range(8):
-        level = max(0, min(7, nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))))
+        level = scale_level(inv_d, scales[ib], 7)
         out[o + 35 + 2 * ib] |= (level | (8 if shifts[ib] == -1 else 0)) << 4
 
 

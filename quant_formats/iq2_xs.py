@@ -12,9 +12,9 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, nibble_scaled_dot_256
-from .iq_quantize_tables import (even_signs, f16_bits, iq2_search_16, key_of, nearest_int,
-                                 put_u16, search_tables)
-from .quantize_common import GROUP_MAX_EPS, run_row_kernel
+from .iq_quantize_tables import (even_signs, f16_bits, iq2_search_16, key_of, put_u16,
+                                 search_tables)
+from .quantize_common import GROUP_MAX_EPS, mean_square, run_row_kernel, scale_level
 
 QTYPE = T.IQ2_XS
 BLOCK_SIZE = 256
@@ -111,10 +111,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, out, o):
     weight, waux, xval = scratch[0], scratch[1], scratch[2]
-    sumx2 = np.float32(0.0)
-    for i in range(256):
-        sumx2 += xbl[i] * xbl[i]
-    sigma2 = sumx2 / np.float32(256)
+    sigma2 = mean_square(xbl, 1)
     max_scale = np.float32(0.0)
     for ib in range(16):
         xb = xbl[16 * ib:16 * ib + 16]
@@ -142,5 +139,5 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, scales, codes, 
     put_u16(out, o, f16_bits(d))
     inv_d = np.float32(1.0) / d
     for ib in range(16):
-        level = nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))
-        out[o + 66 + ib // 2] |= max(0, min(15, level)) << (4 * (ib % 2))
+        level = scale_level(inv_d, scales[ib], 15)
+        out[o + 66 + ib // 2] |= level << (4 * (ib % 2))

@@ -14,7 +14,7 @@ from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, key_of, nearest_int, put_u16,
                                  search_tables, snap_to_grid, weighted_sums)
-from .quantize_common import GROUP_MAX_EPS, run_row_kernel
+from .quantize_common import GROUP_MAX_EPS, mean_square, run_row_kernel, scale_level
 
 QTYPE = T.IQ2_XXS
 BLOCK_SIZE = 256
@@ -123,10 +123,7 @@ def _quantize_rows(x, imatrix, grid, key_map, neighbours, out):
 def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out, o):
     weight, waux, xval, scales = scratch[0], scratch[1], scratch[2], scratch[3]
     q2[:] = 0
-    sumx2 = np.float32(0.0)
-    for i in range(256):
-        sumx2 += xbl[i] * xbl[i]
-    sigma2 = sumx2 / np.float32(256)
+    sigma2 = mean_square(xbl, 1)
     max_scale = np.float32(0.0)
     for ib in range(8):
         xb = xbl[32 * ib:32 * ib + 32]
@@ -152,8 +149,8 @@ def _quantize_block(xbl, qw, grid, key_map, neighbours, scratch, codes, q2, out,
     put_u16(out, o, f16_bits(d))
     inv_d = np.float32(1.0) / d
     for ib in range(8):
-        level = nearest_int(np.float32(0.5) * (inv_d * scales[ib] - np.float32(1.0)))
-        q2[2 * ib + 1] |= np.int64(max(0, min(15, level))) << 28
+        level = scale_level(inv_d, scales[ib], 15)
+        q2[2 * ib + 1] |= np.int64(level) << 28
     for j in range(16):
         for byte in range(4):
             out[o + 2 + 4 * j + byte] = (q2[j] >> (8 * byte)) & 255

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from .quantize_common import nearest_int
+from .quantize_common import mean_square, nearest_int, scale_level
 
 _LEVELS_PER_VALUE = 8
 _KMAP_SIZE = 4096  # 8^4 level patterns
@@ -191,13 +191,10 @@ def sub_block_weights(row, o, quant_weights, sigma2, weight, waux):
 @njit(cache=True, nogil=True, error_model="numpy")
 def super_block_sigma2(row, o):
     """2 * sum(x^2) / 256 over the super-block at row[o], summed in order."""
-    sumx2 = np.float32(0.0)
-    for i in range(256):
-        sumx2 += row[o + i] * row[o + i]
-    return np.float32(2.0) * sumx2 / np.float32(256.0)
+    return mean_square(row[o:o + 256], 2)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sub_block_scale_code(inv_d, scale):
     """4-bit scale: clamp(nearest_int(0.5 (scale / d - 1)), 0, 15)."""
-    return max(0, min(15, nearest_int(np.float32(0.5) * (inv_d * scale - np.float32(1.0)))))
+    return scale_level(inv_d, scale, 15)

@@ -8,6 +8,7 @@ from numba import njit
 
 from .kquant_common import scale_min_k4
 from .kquant_quantize import make_qkx_quants, make_qp_quants, nearest_int, requantize, store_f16
+from .quantize_common import mean_square
 
 F32 = np.float32
 
@@ -47,10 +48,7 @@ def scale_min_block_ref(x, out, o, nmax, rmin, rdelta, nstep, work):
     max_min = F32(0.0)
     for j in range(8):
         xs = x[32 * j:32 * j + 32]
-        sum_x2 = F32(0.0)
-        for l in range(32):
-            sum_x2 += xs[l] * xs[l]
-        av_x = np.sqrt(sum_x2 / F32(32.0))
+        av_x = np.sqrt(mean_square(xs, 1))
         for l in range(32):
             weights[l] = av_x + abs(xs[l])
         scales[j], mins[j] = make_qkx_quants(xs, weights, nmax, L[32 * j:32 * j + 32],
@@ -75,10 +73,7 @@ def scale_min_block_impl(x, qw, out, o, nmax, clamp_levels, work):
     """quantize_row_q4_K_impl / q5_K_impl (imatrix qw[256] given) up to the quant
     packing. clamp_levels: Q5_K clamps the 6-bit levels to 63 before packing, Q4_K not."""
     L, Lsm, weights, scales, mins, sw, ls, lm, _ = work
-    sum_x2 = F32(0.0)
-    for l in range(256):
-        sum_x2 += x[l] * x[l]
-    sigma2 = F32(2.0) * sum_x2 / F32(256.0)
+    sigma2 = mean_square(x, 2)
     for j in range(8):
         xs = x[32 * j:32 * j + 32]
         sumw = F32(0.0)

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .kquant_quantize import make_qkx_quants, make_qx_quants, search_scratch
-from .quantize_common import (c_int, low_byte_signed, row_sigma2, sigma2_weights, store_f16,
+from .quantize_common import (c_int, low_byte_signed, mean_square, sigma2_weights, store_f16,
                               store_five_bits, store_nibbles)
 
 
@@ -53,7 +53,7 @@ def _symmetric_row_impl(x, imatrix, dst, nmax, type_size, qh_at, qs_at):
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.int8)
     trials = search_scratch()
-    sigma2 = row_sigma2(x)
+    sigma2 = mean_square(x, 1)
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)
@@ -92,7 +92,7 @@ def _offset_row_impl(x, imatrix, dst, nmax, type_size, qh_at, qs_at):
     36 steps, kquant_quantize.make_qkx_quants) weighted by imatrix * sqrt(sigma2 + x^2)."""
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
-    sigma2 = row_sigma2(x)
+    sigma2 = mean_square(x, 1)
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
         sigma2_weights(xb, imatrix[b * 32:(b + 1) * 32], sigma2, weight)

@@ -19,7 +19,7 @@ from numba import njit, prange
 from .common import f16_at
 from .kquant_quantize import (make_qkx_quants, make_qp_quants, nearest_int, pack_2bit,
                               requantize, requantize_scratch, store_f16)
-from .quantize_common import run_row_kernel
+from .quantize_common import mean_square, run_row_kernel
 
 QTYPE = T.Q2_K
 BLOCK_SIZE = 256
@@ -176,10 +176,7 @@ def _scales_impl(xb, qw, out, o, L, sub, levels):
     """quantize_row_q2_K_impl up to the final quants, as _scales_ref."""
     weights, scales, mins, sw = sub[0], sub[1], sub[2], sub[3]
     Ls, Lm = levels[0], levels[1]
-    sum_x2 = np.float32(0.0)
-    for i in range(256):
-        sum_x2 += xb[i] * xb[i]
-    sigma2 = sum_x2 / np.float32(256.0)
+    sigma2 = mean_square(xb, 1)
     for j in range(16):
         xs = xb[16 * j:16 * j + 16]
         for l in range(16):

@@ -20,7 +20,7 @@ from .common import f16_at
 from .kquant_common import q3_k_scale
 from .kquant_quantize import (make_q3_quants, make_qx_quants, nearest_int, pack_2bit,
                               requantize, requantize_scratch, search_scratch, store_f16)
-from .quantize_common import run_row_kernel
+from .quantize_common import mean_square, run_row_kernel
 
 QTYPE = T.Q3_K
 BLOCK_SIZE = 256
@@ -168,10 +168,7 @@ def _scales_ref(xb, out, o, L, scales, levels):
 def _scales_impl(xb, qw, out, o, L, sub, Ls, levels, trials):
     """quantize_row_q3_K_impl up to the final quants, as _scales_ref."""
     weights, scales, sw = sub[0], sub[1], sub[2]
-    sum_x2 = np.float32(0.0)
-    for i in range(256):
-        sum_x2 += xb[i] * xb[i]
-    sigma2 = np.float32(2.0) * sum_x2 / np.float32(256.0)
+    sigma2 = mean_square(xb, 2)
     for j in range(16):
         xs = xb[16 * j:16 * j + 16]
         sumw = np.float32(0.0)

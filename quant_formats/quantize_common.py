@@ -120,13 +120,20 @@ def store_five_bits(out, qh_offset, qs_offset, L):
     store_nibbles(out, qs_offset, L)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def row_sigma2(x):
-    """sum(x^2) / n in float32, summed in order (quantize_row_q4_0_impl etc.)."""
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def mean_square(x, factor):
+    """factor * sum(x^2) / n in float32, summed in order: ggml's sigma2 (sumx2/n in
+    the Q4_0..Q5_1 and Q2_K _impl, 2*sumx2/QK_K in Q3_K..Q5_K and the IQ formats)."""
     sum_x2 = np.float32(0.0)
     for j in range(x.shape[0]):
         sum_x2 += x[j] * x[j]
-    return sum_x2 / np.float32(x.shape[0])
+    return np.float32(factor) * sum_x2 / np.float32(x.shape[0])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def scale_level(inv_d, scale, top):
+    """The IQ formats' sub-block scale code: MAX(0, MIN(top, nearest_int(0.5f*(id*scale - 1))))."""
+    return max(0, min(top, nearest_int(np.float32(0.5) * (inv_d * scale - np.float32(1.0)))))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
