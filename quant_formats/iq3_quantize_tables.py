@@ -22,7 +22,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from .quantize_common import mean_square, nearest_int, scale_level
+from .quantize_common import block_weights, mean_square, nearest_int, scale_level
 
 _LEVELS_PER_VALUE = 8
 _KMAP_SIZE = 4096  # 8^4 level patterns
@@ -179,12 +179,8 @@ def search_sub_block(xval, xmax, weight, waux, L, Laux, on_grid, on_grid_aux,
 def sub_block_weights(row, o, quant_weights, sigma2, weight, waux):
     """weight = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2;
     waux = sqrtf(weight) (quantize_row_iq3_{xxs,s}_impl)."""
+    block_weights(row, o, quant_weights, sigma2, weight)
     for i in range(32):
-        x = row[o + i]
-        if quant_weights.shape[0] > 0:
-            weight[i] = quant_weights[o + i] * np.sqrt(sigma2 + x * x)
-        else:
-            weight[i] = x * x
         waux[i] = np.sqrt(weight[i])
 
 

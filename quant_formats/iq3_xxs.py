@@ -201,4 +201,5 @@ def _quantize_rows(x, quant_weights, tables, d_out, out):
 
 def quantize_blocks(x, imatrix):
     """f32 [rows, n] -> IQ3_XXS bytes, as ggml_quantize_chunk (see quant_formats.quantize)."""
-    return run_row_kernel_f16_d(_quantize_rows, x, imatrix, BLOCK_DTYPE, BLOCK_SIZE, search_tables(GRID))
+    return run_row_kernel_f16_d(_quantize_rows, x, imatrix, BLOCK_DTYPE, BLOCK_SIZE,
+                                search_tables(GRID))

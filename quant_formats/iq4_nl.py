@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from .common import f16_at
 from .iq_common import KVALUES_IQ4NL
-from .quantize_common import GROUP_MAX_EPS, run_row_kernel_f16_d
+from .quantize_common import GROUP_MAX_EPS, block_weights, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_NL
 BLOCK_SIZE = 32
@@ -128,17 +128,6 @@ def best_index_int8(x):
     f = f if f >= _LOWEST_FLOOR else _LOWEST_FLOOR
     hi = _FIRST_ABOVE[np.int32(f) - np.int32(_LOWEST_FLOOR)]
     return hi - 1 if x - _KVALUES_F32[hi - 1] < _KVALUES_F32[hi] - x else hi
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def block_weights(row, o, quant_weights, sigma2, weight):
-    """weight = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2."""
-    for j in range(32):
-        x = row[o + j]
-        if quant_weights.shape[0] > 0:
-            weight[j] = quant_weights[o + j] * np.sqrt(sigma2 + x * x)
-        else:
-            weight[j] = x * x
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

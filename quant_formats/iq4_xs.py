@@ -12,9 +12,9 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from .common import f16_at
-from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, block_weights, store_indices
+from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, store_indices
 from .iq_common import KVALUES_IQ4NL
-from .quantize_common import nearest_int, run_row_kernel_f16_d
+from .quantize_common import block_weights, nearest_int, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_XS
 BLOCK_SIZE = 256

@@ -19,7 +19,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .common import to_f16
-from .quantize_common import GROUP_MAX_EPS, nearest_int  # noqa: F401 (re-exported)
+from .quantize_common import GROUP_MAX_EPS, max_abs, nearest_int  # noqa: F401 (re-exported)
 
 F32 = np.float32
 
@@ -79,13 +79,7 @@ def make_qx_quants(x, weights, nmax, L, trials):
     passed in by the caller): signed levels L = l + nmax, l in [-nmax, nmax-1], for
     the scale among 19 trial scales that maximises sum(w*x*l)^2 / sum(w*l*l)."""
     n = x.shape[0]
-    amax = F32(0.0)
-    vmax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
+    amax, vmax = max_abs(x)
     if amax < GROUP_MAX_EPS:
         L[:n] = 0
         return F32(0.0)
@@ -122,13 +116,7 @@ def make_q3_quants(x, nmax, L):
     start from the max-abs scale, then up to 5 passes moving single levels while
     that raises sum(w*x*l)^2 / sum(w*l*l), w = x*x. Returns the scale; L = l + nmax."""
     n = x.shape[0]
-    amax = F32(0.0)
-    vmax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            vmax = x[i]
+    amax, vmax = max_abs(x)
     if amax < GROUP_MAX_EPS:
         L[:n] = 0
         return F32(0.0)

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .kquant_quantize import make_qkx_quants, make_qx_quants, search_scratch
-from .quantize_common import (c_int, low_byte_signed, mean_square, sigma2_weights, store_f16,
+from .quantize_common import (c_int, low_byte_signed, max_abs, mean_square, sigma2_weights, store_f16,
                               store_five_bits, store_nibbles)
 
 
@@ -32,12 +32,7 @@ def _symmetric_row_ref(x, dst, nmax, type_size, qh_at, qs_at):
     offset = np.float32(nmax) + np.float32(0.5)  # 8.5f, 16.5f: exact
     for b in range(x.shape[0] // 32):
         xb = x[b * 32:(b + 1) * 32]
-        amax = np.float32(0.0)
-        xmax = np.float32(0.0)
-        for j in range(32):
-            if amax < abs(xb[j]):
-                amax = abs(xb[j])
-                xmax = xb[j]
+        _, xmax = max_abs(xb)
         d = xmax / neg_nmax
         inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
         for j in range(32):

@@ -121,6 +121,31 @@ def store_five_bits(out, qh_offset, qs_offset, L):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def max_abs(x):
+    """(largest |x|, that x with its sign), the first one on ties: ggml's amax/max loops."""
+    amax = np.float32(0.0)
+    vmax = np.float32(0.0)
+    for i in range(x.shape[0]):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    return amax, vmax
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def block_weights(row, o, quant_weights, sigma2, weight):
+    """weight[:32] = qw * sqrtf(sigma2 + x^2) with an imatrix (length > 0), else x^2,
+    for row[o:o+32] (quantize_row_iq4_nl_impl, iq4_xs, iq3_xxs, iq3_s)."""
+    for j in range(32):
+        x = row[o + j]
+        if quant_weights.shape[0] > 0:
+            weight[j] = quant_weights[o + j] * np.sqrt(sigma2 + x * x)
+        else:
+            weight[j] = x * x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def mean_square(x, factor):
     """factor * sum(x^2) / n in float32, summed in order: ggml's sigma2 (sumx2/n in
     the Q4_0..Q5_1 and Q2_K _impl, 2*sumx2/QK_K in Q3_K..Q5_K and the IQ formats)."""
