@@ -78,14 +78,17 @@ def main():
     parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
     parser.add_argument("-r", "--repetitions", default="2")
     parser.add_argument("--ppl-chunks", type=int, default=2)
+    parser.add_argument("--pairs", default=",".join("/".join(p) for p in PAIRS),
+                        help="K/V type pairs, f16/f16 first (the cost baseline)")
     args = parser.parse_args()
+    pairs = [tuple(p.split("/")) for p in args.pairs.split(",")]
     from gguf_runtime.pull import resolve_model
     refs = json.loads((DATA / "llama_refs.json").read_text())
     load = os.getloadavg()[0]
     rows = []
     for label, name in MODELS:
         path = resolve_model(name)
-        for pair in PAIRS:
+        for pair in pairs:
             print(f"{label} {pair} ...", file=sys.stderr, flush=True)
             theirs = llama_bench(args.root, path, pair, args.repetitions)
             ours = gguf_bench(path, pair, args.repetitions)
@@ -99,7 +102,8 @@ def main():
 
 def write(rows, args, load_before, load_after):
     lines = ["# KV cache types: -ctk / -ctv", "",
-             f"`python bench/kv_cache.py -r {args.repetitions} --ppl-chunks {args.ppl_chunks}` "
+             f"`python bench/kv_cache.py -r {args.repetitions} --ppl-chunks {args.ppl_chunks} "
+             f"--pairs {args.pairs}` "
              f"on {os.cpu_count()} cores, 2 threads, {time.strftime('%Y-%m-%d %H:%M')}; load "
              f"average {load_before:.1f} at the start, {load_after:.1f} at the end (a shared "
              "machine: the ratios, from alternating runs, mean more than the t/s). "
