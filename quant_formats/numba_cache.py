@@ -1,8 +1,8 @@
 """Numba's on-disk cache, made safe for kernels that call kernels in other modules.
 
 Numba stamps a cached function with its own source file only. A kernel in q5_0.py that
-inlines quantize_common.make_qx_quants keeps its cached machine code when only
-quantize_common.py changes (an upgrade, an edit), and silently computes with the old
+inlines kquant_quantize.make_qx_quants keeps its cached machine code when only
+kquant_quantize.py changes (an upgrade, an edit), and silently computes with the old
 callee: seen here, Q5_0 bytes differing from ggml's until the cache was cleared.
 
 install() wraps Numba's cache locators so that, for functions defined in this project's
