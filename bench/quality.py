@@ -53,8 +53,8 @@ def kld(root, model, base, chunks):
     out = run([root / "bin/llama-perplexity", "-m", model, "-f", TEXT, "-c", "512",
                "--chunks", chunks, "-t", "2", "--kl-divergence-base", base, "--kl-divergence"])
     text = out.stdout + out.stderr
-    ppl = float(re.search(r"Mean PPL\(Q\)\s*:\s*([\d.]+)", text)[1])
-    mean_kld = float(re.search(r"Mean\s+KLD:\s*([\d.]+)", text)[1])
+    ppl = float(re.search(r"Mean PPL\(Q\)\s*:\s*(-?[\d.]+)", text)[1])
+    mean_kld = float(re.search(r"Mean\s+KLD:\s*(-?[\d.]+)", text)[1])
     return ppl, mean_kld
 
 
