@@ -8,7 +8,11 @@ import time
 
 def interrupt_after(entry, args, ready, timeout=120):
     """Start the tool, wait until `ready` shows on its stream, send SIGINT."""
-    code = f"import sys, cli; sys.argv = ['{entry}'] + sys.argv[1:]; cli.{entry}_main()"
+    # A job started in the background of a non-interactive shell (nohup, `&`, some CI
+    # runners) inherits SIGINT ignored, and so would the tool: give it the default
+    # Ctrl-C behaviour a terminal user has.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"import sys, cli; sys.argv = ['{entry}'] + sys.argv[1:]; cli.{entry}_main()")
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     stream = proc.stdout if ready == "stdout" else proc.stderr
