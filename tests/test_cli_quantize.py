@@ -105,3 +105,22 @@ def test_disk_full_gives_one_line_and_leaves_nothing(tmp_path, smollm2_path, mon
     err = capsys.readouterr().err
     assert err.strip() == "error: [Errno 28] No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_directory_gives_one_line(tmp_path, smollm2_path, monkeypatch,
+                                                    capsys):
+    """As root every directory is writable, so the permission answer is simulated:
+    the check must refuse before any work starts."""
+    import os
+
+    import cli
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if os.fspath(path) == str(
+        tmp_path) and mode == os.W_OK else real_access(path, mode))
+    monkeypatch.setattr(sys, "argv", ["gguf-quantize", "--allow-requantize", str(smollm2_path),
+                                      str(tmp_path / "out.gguf"), "Q8_0"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.quantize_main()
+    assert exit_info.value.code != 0
+    assert capsys.readouterr().err.strip() == f"Error: {tmp_path}: not writable"
+    assert list(tmp_path.iterdir()) == []
