@@ -129,7 +129,7 @@ def write_tensor(out, job, imatrix_rows):
     t = job.tensor
     data = t.data  # uint8 [rows, row_bytes], zero-copy
     if job.new_type == t.type:
-        out.write(data.tobytes() if data.size < (1 << 26) else memoryview(data).cast("B"))
+        out.write(data)  # straight from the mapping, no copy
         return t.nbytes
     n_in = t.shape[-1]
     rows_per_expert = t.shape[-2] if len(t.shape) > 1 else 1
@@ -146,14 +146,6 @@ def write_tensor(out, job, imatrix_rows):
         out.write(quantized.data)
         written += quantized.nbytes
     return written
-
-
-def release_pages(gguf_file):
-    """Drop the input's mapped pages from RSS (they are re-read from disk if needed)."""
-    import mmap
-    for part in gguf_file._parts:
-        if hasattr(part.mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            part.mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def quantize_model(inp, out, file_type: str, opts: Options, imatrix_path=None,
@@ -189,7 +181,7 @@ def quantize_model(inp, out, file_type: str, opts: Options, imatrix_path=None,
                 if written != expected:  # a kernel that wrote the wrong size: never rename
                     raise RuntimeError(f"{t.name}: wrote {written} bytes, expected {expected}")
                 f.write(bytes(gw.padded(written) - written))
-                release_pages(gguf_file)
+                gguf_file.release_pages()
                 done += t.nbytes
                 log(_progress_line(i, len(jobs), job, written, done, total_in, start))
     log(f"model size = {total_in / 2**20:.2f} MiB, quant size = {total_out / 2**20:.2f} MiB")

@@ -301,6 +301,13 @@ class GGUFFile:
     def architecture(self):
         return self.metadata.get("general.architecture")
 
+    def release_pages(self):
+        """Drop the mapped pages from RSS (the kernel re-reads them from disk if used
+        again); a no-op where mmap has no madvise (Windows)."""
+        for part in self._parts:
+            if hasattr(part.mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                part.mapping.madvise(mmap.MADV_DONTNEED)
+
     def close(self):
         """Release the mappings (views handed out earlier keep theirs alive)."""
         for part in self._parts:
