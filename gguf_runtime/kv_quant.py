@@ -14,7 +14,7 @@ from numba import njit, prange
 from quant_formats.common import as_int8, f16_at
 from quant_formats.quantize_common import store_f16
 
-from .layers import f16_round
+from .layers import f16_round, softmax_step
 
 CACHE_TYPES = ("f16", "q8_0")
 Q8_BLOCK, Q8_BYTES = 32, 34
@@ -188,13 +188,7 @@ def attention_quantized(q, q_qs, q_d, k_f16, k_q8, v_f16, v_q8, pos0, n_cells, w
         for kp in range(max(0, p - window + 1) if window > 0 else 0, p + 1):
             c = kp % n_cells
             s = _score(q, q_qs, q_d, k_f16, k_q8, c, t, h, kh, head_dim_k) * kq_scale
-            ms = np.float32(1.0)
-            vs = np.float32(1.0)
-            if s > m:
-                ms = np.float32(np.exp(m - s))
-                m = s
-            else:
-                vs = np.float32(np.exp(s - m))
+            ms, vs, m = softmax_step(s, m)
             _accumulate(acc, v_f16, v_q8, c, kh, ms, vs)
             total = total * ms + vs
         inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)

@@ -89,6 +89,15 @@ def store_f16(src, cache, pos0, n_cells):
             cache[c, j] = f16_round(src[t, j])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def softmax_step(s, m):
+    """One key of the online softmax (ggml-cpu flash attention): the factor the running
+    sums are rescaled by, the new key's weight, and the new running max."""
+    if s > m:
+        return np.float32(np.exp(m - s)), np.float32(1.0), s
+    return np.float32(1.0), np.float32(np.exp(s - m)), m
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
               kq_scale, out):
@@ -120,13 +129,7 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
             for j in range(head_dim_k):
                 s += krow[j] * qh[j]
             s = s * kq_scale
-            ms = np.float32(1.0)
-            vs = np.float32(1.0)
-            if s > m:
-                ms = np.float32(np.exp(m - s))
-                m = s
-            else:
-                vs = np.float32(np.exp(s - m))
+            ms, vs, m = softmax_step(s, m)
             vrow = v_cache[c, kh * head_dim_v:(kh + 1) * head_dim_v]
             if half_precision:
                 for j in range(head_dim_v):
