@@ -32,11 +32,22 @@ class RunState:
         self.x, self.xb, self.proj = buf(cfg.n_embd), buf(cfg.n_embd), buf(cfg.n_embd)
         self.q, self.k, self.v, self.att = buf(q_width), buf(kv_width), buf(v_width), buf(att_width)
         self.gate, self.up, self.hidden = buf(cfg.n_ff), buf(cfg.n_ff), buf(cfg.n_ff)
+        # outputs of the fused matrices (weights.FusedMatrix), split into the above
+        self.qkv, self.gate_up = buf(q_width + kv_width + v_width), buf(2 * cfg.n_ff)
         self.logits = np.zeros((1, cfg.n_vocab), np.float32)
         # Q as q8_0 (quants, f16-valued scales) for a q8_0 K cache's scores
         n_q8 = n_batch if q8_queries else 0
         self.q_qs = np.zeros((n_q8, q_width), np.int8)
         self.q_d = np.zeros((n_q8, q_width // kv_quant.Q8_BLOCK), np.float32)
+
+
+def _fused_matmul(fused, x, out, parts):
+    """One call for the matrices of `fused`, its output columns copied to `parts`."""
+    fused.matmul(x, out)
+    first = 0
+    for part in parts:
+        part[:] = out[:, first:first + part.shape[1]]
+        first += part.shape[1]
 
 
 def _check_cache_types(cfg: ModelConfig, type_k: str, type_v: str):
@@ -143,9 +154,12 @@ class Transformer:
         n = x.shape[0]
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
         layers.rms_norm(x, w.attn_norm, cfg.norm_eps, xb)
-        shared = w.wq.matmul_shared(xb, q, None)  # Q, K, V read the same input
-        shared = w.wk.matmul_shared(xb, k, shared)
-        w.wv.matmul_shared(xb, v, shared)
+        if w.wqkv is not None:
+            _fused_matmul(w.wqkv, xb, st.qkv[:n], (q, k, v))
+        else:
+            shared = w.wq.matmul_shared(xb, q, None)  # Q, K, V read the same input
+            shared = w.wk.matmul_shared(xb, k, shared)
+            w.wv.matmul_shared(xb, v, shared)
         if w.q_norm is not None:
             layers.rms_norm(q, w.q_norm, cfg.norm_eps, q)
             layers.rms_norm(k, w.k_norm, cfg.norm_eps, k)
@@ -193,8 +207,11 @@ class Transformer:
         n = x.shape[0]
         xb, gate, up, hidden = st.xb[:n], st.gate[:n], st.up[:n], st.hidden[:n]
         layers.rms_norm(x, w.ffn_norm, cfg.norm_eps, xb)
-        shared = w.ffn_gate.matmul_shared(xb, gate, None)
-        w.ffn_up.matmul_shared(xb, up, shared)
+        if w.ffn_gate_up is not None:
+            _fused_matmul(w.ffn_gate_up, xb, st.gate_up[:n], (gate, up))
+        else:
+            shared = w.ffn_gate.matmul_shared(xb, gate, None)
+            w.ffn_up.matmul_shared(xb, up, shared)
         layers.gated_activation(gate, up, cfg.activation == "gelu", hidden)
         out = st.proj[:n]
         w.ffn_down.matmul(hidden, out)

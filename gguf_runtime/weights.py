@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import quant_formats
+from quant_formats import interleave
 from .config import ModelConfig
 from .errors import ModelError
 
@@ -22,6 +23,9 @@ class Matrix:
         self.n_out, self.n_in = tensor.shape
         self.bias = bias
         self.act_type = quant_formats.get(self.qtype).VEC_DOT_TYPE
+        # the decode layout (quant_formats/interleave.py) where the format has one:
+        # matmuls read it instead of the mapped bytes, whose pages the loader drops
+        self.packed = quant_formats.pack(self.data, self.qtype)
 
     def quantize(self, x):
         """x in this matrix's activation format, to share with others of the same."""
@@ -34,7 +38,10 @@ class Matrix:
     def matmul(self, x, out, act=None):
         if self.observer is not None:
             self.observer(self, x)
-        quant_formats.matmul(x, self.data, self.qtype, out, act)
+        if self.packed is not None:
+            quant_formats.matmul_packed(x, self.packed, self.qtype, out, act)
+        else:
+            quant_formats.matmul(x, self.data, self.qtype, out, act)
         if self.bias is not None:
             out += self.bias
 
@@ -49,6 +56,61 @@ class Matrix:
     def rows(self, ids, out):
         """Dequantize rows `ids` into out (embedding lookup)."""
         quant_formats.get(self.qtype).dequantize_rows(np.ascontiguousarray(self.data[ids]), out)
+
+
+class FusedMatrix:
+    """Matrices that read the same input (Q, K, V; gate, up) as one: their decode
+    layouts stacked, so one kernel call computes all of them into the columns of
+    one output. Each part keeps views of its own rows (no second copy)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.qtype, self.act_type = parts[0].qtype, parts[0].act_type
+        self.n_out = sum(p.n_out for p in parts)
+        self.packed = tuple(np.concatenate([p.packed[i] for p in parts])
+                            if isinstance(field, np.ndarray) and field.size else field
+                            for i, field in enumerate(parts[0].packed))
+        first = 0
+        for p in parts:
+            groups = slice(first, first + p.n_out // interleave.ROWS)
+            p.packed = tuple(f[groups] if isinstance(f, np.ndarray) and f.size else f
+                             for f in self.packed)
+            first = groups.stop
+        biases = [p.bias if p.bias is not None else np.zeros(p.n_out, np.float32)
+                  for p in parts]
+        self.bias = None if all(p.bias is None for p in parts) else np.concatenate(biases)
+
+    @staticmethod
+    def possible(parts) -> bool:
+        """Same decode kernel and activation format, whole groups of rows each."""
+        first = parts[0]
+        if any(p.packed is None or p.n_out % interleave.ROWS for p in parts):
+            return False
+        fmt = quant_formats.get(first.qtype)
+        return all(quant_formats.get(p.qtype).packed_matmul is fmt.packed_matmul
+                   and p.act_type == first.act_type and p.n_in == first.n_in
+                   and all(_same_field(a, b) for a, b in zip(p.packed, first.packed))
+                   for p in parts)
+
+    def matmul(self, x, out):
+        for p in self.parts:
+            if p.observer is not None:
+                p.observer(p, x)
+        quant_formats.matmul_packed(x, self.packed, self.qtype, out)
+        if self.bias is not None:
+            out += self.bias
+
+
+def _same_field(a, b):
+    if isinstance(a, np.ndarray):
+        return (isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape[1:] == b.shape[1:] and (a.size == 0) == (b.size == 0))
+    return a == b
+
+
+def fuse(parts):
+    """A FusedMatrix of parts where possible, else None."""
+    return FusedMatrix(parts) if FusedMatrix.possible(parts) else None
 
 
 @dataclass
@@ -66,6 +128,8 @@ class LayerWeights:
     ffn_up: Matrix
     ffn_down: Matrix
     ffn_post_norm: np.ndarray | None
+    wqkv: FusedMatrix | None = None
+    ffn_gate_up: FusedMatrix | None = None
 
 
 @dataclass
@@ -136,5 +200,9 @@ def load_weights(gguf_file, cfg: ModelConfig) -> Weights:
             ffn_up=ld.matrix(p + "ffn_up", cfg.n_ff, d),
             ffn_down=ld.matrix(p + "ffn_down", d, cfg.n_ff),
             ffn_post_norm=ld.vector(p + "post_ffw_norm.weight", d, cfg.post_norms)))
-    return Weights(token_embd=embd, output_norm=ld.vector("output_norm.weight", d),
-                   output=output, layers=layers)
+        lw = layers[-1]
+        lw.wqkv, lw.ffn_gate_up = fuse([lw.wq, lw.wk, lw.wv]), fuse([lw.ffn_gate, lw.ffn_up])
+    weights = Weights(token_embd=embd, output_norm=ld.vector("output_norm.weight", d),
+                      output=output, layers=layers)
+    gguf_file.release_pages()  # packed copies replace what was read; the rest re-reads
+    return weights

@@ -26,6 +26,8 @@ from . import numba_cache
 
 numba_cache.install()  # before any kernel module is imported: see numba_cache.py
 
+from . import interleave  # noqa: E402  (kernels: after the stamp is installed)
+
 # GGML type -> module name. Adding a format: its module and one line here.
 FORMATS = {
     T.F32: "f32", T.F16: "f16", T.BF16: "bf16",
@@ -45,12 +47,18 @@ PREFILL_MIN_TOKENS = 8
 _TILE_BYTES = 1 << 20  # float32 weight tile size for the prefill path
 
 
+_modules = {}  # qtype -> module: get() runs per matmul, import_module costs ~3 us
+
+
 def get(qtype):
     """The module for a GGML type (weight or activation format)."""
-    name = FORMATS.get(qtype) or ACTIVATIONS.get(qtype)
-    if name is None:
-        raise NotImplementedError(f"no kernel for GGML type {T(qtype).name}")
-    return importlib.import_module(f"{__name__}.{name}")
+    module = _modules.get(qtype)
+    if module is None:
+        name = FORMATS.get(qtype) or ACTIVATIONS.get(qtype)
+        if name is None:
+            raise NotImplementedError(f"no kernel for GGML type {T(qtype).name}")
+        module = _modules[qtype] = importlib.import_module(f"{__name__}.{name}")
+    return module
 
 
 def is_supported(qtype) -> bool:
@@ -96,11 +104,17 @@ def quantize_activations(x: np.ndarray, qtype):
     return get(get(qtype).VEC_DOT_TYPE).quantize(np.ascontiguousarray(x, np.float32))
 
 
+def pack(w: np.ndarray, qtype):
+    """w in the format's decode layout (interleave.py), or None where it has none."""
+    fmt = get(qtype)
+    return fmt.pack(np.ascontiguousarray(w)) if hasattr(fmt, "pack") else None
+
+
 def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None,
-           act=None) -> np.ndarray:
+           act=None, packed=None) -> np.ndarray:
     """x f32 [n_tokens, n_in] @ W.T, W given as its quantized bytes uint8 [n_out, row_bytes].
     act: x already quantized to the format's vec_dot type (shared by matrices that
-    read the same input)."""
+    read the same input). packed: pack(w, qtype), used instead of w when given."""
     fmt = get(qtype)
     n_tokens, n_in = x.shape
     if row_elements(qtype, w.shape[1]) != n_in:
@@ -110,13 +124,32 @@ def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None,
         out = np.empty((n_tokens, w.shape[0]), np.float32)
     if act is None:
         act = quantize_activations(x, qtype)
+    if packed is not None:
+        return matmul_packed(x, packed, qtype, out, act)
     if n_tokens < PREFILL_MIN_TOKENS:
         fmt.matmul_kernel(w, *act, out)
-    else:
-        act_fmt = get(fmt.VEC_DOT_TYPE)
-        _matmul_tiled(fmt, act_fmt.dequantize(*act), w, out)
-        if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
-            out += act_fmt.offset_residual(*act) @ fmt.block_offsets(w).T
+        return out
+    act_fmt = get(fmt.VEC_DOT_TYPE)
+    _matmul_tiled(fmt, act_fmt.dequantize(*act), w, out)
+    if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
+        out += act_fmt.offset_residual(*act) @ fmt.block_offsets(w).T
+    return out
+
+
+def matmul_packed(x, packed, qtype, out, act=None):
+    """matmul with W in its decode layout (pack()): out f32 [n_tokens, n_out] holds
+    the first n_out of the layout's rows. The caller checks the shapes."""
+    fmt = get(qtype)
+    if act is None:
+        act = quantize_activations(x, qtype)
+    if x.shape[0] < PREFILL_MIN_TOKENS:
+        fmt.packed_matmul(*packed, *act, out)
+        return out
+    act_fmt = get(fmt.VEC_DOT_TYPE)
+    _matmul_tiled_packed(fmt, act_fmt.dequantize(*act), packed, out)
+    if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
+        offsets = fmt.packed_block_offsets(*packed)[:out.shape[1]]
+        out += act_fmt.offset_residual(*act) @ offsets.T
     return out
 
 
@@ -126,4 +159,18 @@ def _matmul_tiled(fmt, x_rounded, w, out):
     for r0 in range(0, w.shape[0], tile_rows):
         r1 = min(r0 + tile_rows, w.shape[0])
         fmt.dequantize_rows(w[r0:r1], tile[: r1 - r0])
+        np.matmul(x_rounded, tile[: r1 - r0].T, out=out[:, r0:r1])
+
+
+def _matmul_tiled_packed(fmt, x_rounded, packed, out):
+    """_matmul_tiled over whole groups of the interleaved layout."""
+    n_out, n_groups = out.shape[1], packed[0].shape[0]
+    group_bytes = 4 * interleave.ROWS * x_rounded.shape[1]
+    tile_groups = max(1, _TILE_BYTES // group_bytes)
+    tile = np.empty((min(tile_groups, n_groups) * interleave.ROWS, x_rounded.shape[1]),
+                    np.float32)
+    for g0 in range(0, n_groups, tile_groups):
+        g1 = min(g0 + tile_groups, n_groups)
+        r0, r1 = g0 * interleave.ROWS, min(g1 * interleave.ROWS, n_out)
+        fmt.packed_dequantize(*packed, g0, tile[: (g1 - g0) * interleave.ROWS])
         np.matmul(x_rounded, tile[: r1 - r0].T, out=out[:, r0:r1])

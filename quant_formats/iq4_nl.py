@@ -8,6 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, q8_0
 from .common import f16_at
 from .iq_common import KVALUES_IQ4NL
 from .quantize_common import GROUP_MAX_EPS, block_weights, run_row_kernel_f16_d
@@ -97,6 +98,19 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- decode layout (interleave.py) ------------------------------------------
+
+def pack(w):
+    """Q8_0's decode layout, weights as their int8 kvalues (interleave.pack_as_q8_0)."""
+    qs = w.reshape(-1).view(BLOCK_DTYPE)["qs"]
+    values = KVALUES_IQ4NL[np.concatenate([qs & 15, qs >> 4], axis=1)]
+    return interleave.pack_as_q8_0(w, _TYPE_SIZE, values.reshape(w.shape[0], -1))
+
+
+packed_matmul = q8_0.packed_matmul
+packed_dequantize = q8_0.packed_dequantize
 
 
 # --- Quantizer: ggml-quants.c quantize_iq4_nl -> quantize_row_iq4_nl_impl(32, 32, ..., ntry 7) ---

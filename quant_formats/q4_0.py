@@ -8,6 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
 from .legacy_quantize import symmetric_row
@@ -84,6 +85,17 @@ def matmul_kernel(w, qs, d, sums, out):
                         s = np.int32(s + prod[o + 2 + k])
                     acc += f16_at(row, o) * d[t, b] * np.float32(s - 8 * y_sums[t, b])
                 out[t, r] = acc
+
+
+
+# --- decode layout (interleave.py) ------------------------------------------
+
+def pack(w):
+    return interleave.pack_nibbles(w, _TYPE_SIZE, m_at=None, qs_at=2, offset=8)
+
+
+packed_matmul = interleave.nibble_matmul
+packed_dequantize = interleave.nibble_dequantize
 
 
 # --- weight quantizer ------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
 from .legacy_quantize import offset_row
@@ -81,6 +82,17 @@ def matmul_kernel(w, qs, d, sums, out):
 def block_offsets(w):
     """The offset m of every block, f32 [rows, n_blocks] (for the prefill path)."""
     return w.view(BLOCK_DTYPE)["m"].astype(np.float32)
+
+
+# --- decode layout (interleave.py) ------------------------------------------
+
+def pack(w):
+    return interleave.pack_nibbles(w, _TYPE_SIZE, m_at=2, qs_at=4, offset=0)
+
+
+packed_matmul = interleave.nibble_matmul
+packed_dequantize = interleave.nibble_dequantize
+packed_block_offsets = interleave.nibble_block_offsets
 
 
 # --- weight quantizer ------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, q8_0
 from .common import f16_at, u32_at
 from .legacy_quantize import symmetric_row
 from .quantize_common import run_row_kernel
@@ -69,6 +70,18 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- decode layout (interleave.py) ------------------------------------------
+
+def pack(w):
+    """Q8_0's decode layout, weights as the int8 q - 16 (interleave.pack_as_q8_0)."""
+    q = five_bit_quants(w.reshape(-1).view(BLOCK_DTYPE)).astype(np.int8) - np.int8(16)
+    return interleave.pack_as_q8_0(w, _TYPE_SIZE, q.reshape(w.shape[0], -1))
+
+
+packed_matmul = q8_0.packed_matmul
+packed_dequantize = q8_0.packed_dequantize
 
 
 # --- weight quantizer ------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave
 from .common import ROWS_PER_TASK, as_int8, f16_at, spread_activations, to_f16
 from .quantize_common import c_int, round_away, store_f16
 
@@ -74,6 +75,52 @@ def matmul_kernel(w, qs, d, sums, out):
                         s = np.int32(s + prod[o + 2 + k])
                     acc += f16_at(row, o) * d[t, b] * np.float32(s)
                 out[t, r] = acc
+
+
+# --- decode layout (interleave.py) ------------------------------------------
+
+def pack(w):
+    """(scales f32 [groups, blocks, ROWS], quants int8 [groups, blocks, 32, ROWS])."""
+    return (interleave.pack_f16(w, _TYPE_SIZE, 0),
+            interleave.pack_bytes(w, _TYPE_SIZE, 2, 32).view(np.int8))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def packed_matmul(d_w, q_w, qs, d, sums, out):
+    """matmul_kernel on the interleaved layout: each block's int32 sums for a group
+    of rows at once (the row loop is the vectorized one), then the same float
+    steps in the same order, so results equal matmul_kernel's."""
+    n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
+    for g in prange(q_w.shape[0]):
+        acc = np.empty(n_rows, np.float32)
+        isum = np.empty(n_rows, np.int32)
+        for t in range(qs.shape[0]):
+            acc[:] = 0
+            for b in range(n_blocks):
+                isum[:] = 0
+                for j in range(32):
+                    x = np.int32(qs[t, b * 32 + j])
+                    q = q_w[g, b, j]
+                    for r in range(n_rows):
+                        isum[r] += np.int32(q[r]) * x
+                scale, d_b = d[t, b], d_w[g, b]
+                for r in range(n_rows):
+                    acc[r] += d_b[r] * scale * np.float32(isum[r])
+            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                out[t, g * n_rows + r] = acc[r]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def packed_dequantize(d_w, q_w, g0, out):
+    """Groups g0.. of the interleaved layout -> f32 rows out [k * ROWS, n]."""
+    n_rows = q_w.shape[3]
+    for i in prange(out.shape[0] // n_rows):
+        g = g0 + i
+        for b in range(q_w.shape[1]):
+            for r in range(n_rows):
+                scale = d_w[g, b, r]
+                for j in range(32):
+                    out[i * n_rows + r, b * 32 + j] = scale * np.float32(q_w[g, b, j, r])
 
 
 # --- activation side -------------------------------------------------------

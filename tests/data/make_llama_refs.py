@@ -1,5 +1,5 @@
 """Regenerate tests/data/llama_refs.json: llama.cpp's perplexities, greedy tokens
-(with the top-2 logits that show near-ties) and llama-completion texts for the
+(with the top-20 logits that show near-ties) and llama-completion texts for the
 real models and the derived qwen2/qwen3 files. Needs llama.cpp's tools and source
 (../shared/tools/build-llama-cpp.sh), gcc, and the models (gguf-pull); tests don't.
 
@@ -103,8 +103,8 @@ def main():
             print(f"perplexity {name} -c {n_ctx}", file=sys.stderr)
             refs["perplexity"].setdefault(name, {})[str(n_ctx)] = perplexity(
                 args.root, paths[name], n_ctx)
-        if old:
-            refs["perplexity"] = old["perplexity"]
+        if old:  # everything but the greedy runs stays as recorded
+            refs.update({k: v for k, v in old.items() if k != "greedy"})
         for name, path in paths.items():
             print(f"greedy {name}", file=sys.stderr)
             refs["greedy"][name] = []

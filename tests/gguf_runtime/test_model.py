@@ -1,7 +1,7 @@
 """Model: greedy generation against llama.cpp's (tests/data/llama_refs.json, from
 llama.h through tests/tools/llama_oracle.c), the API's contracts, cancel, threads.
 
-Greedy tokens must equal llama.cpp's until a near-tie. Our logits differ from
+Greedy tokens must equal llama.cpp's until a near-tie (its top 20 are recorded). Our logits differ from
 llama.cpp's by float summation order (its SIMD lanes vs our loops), and that
 difference grows whenever it flips an activation's 8-bit rounding in a later
 matmul. Measured over 5 prompts x 32 tokens per real model, the gap between
@@ -44,7 +44,10 @@ def test_greedy_equals_llama_cpp_up_to_near_ties(model_paths, llama_refs, name):
             ours = greedy_ids(model, case["ids"], len(ref))
             i = first_difference(ours, ref)
             if i is None:
-                assert len(ours) == len(ref)
+                # llama.cpp's list ends with the end-of-generation token it sampled;
+                # ours stops on it without keeping it
+                ended = len(ref) == len(ours) + 1 and ref[-1] in model.tokenizer.eog_ids
+                assert len(ours) == len(ref) or ended
                 agreed.append(len(ref))
                 continue
             top_ids, top_logits = case["top_ids"][i], case["top_logits"][i]

@@ -92,3 +92,52 @@ def test_activation_rounding_is_within_half_a_step(act_type):
         step = amax / 127 * (1 + 2.0 ** -10)
         err = np.abs(x_rounded - x).reshape(5, -1, block)
         assert np.all(err <= step / 2 + step * 2.0 ** -10 * 127)
+
+
+PACKED_TYPES = [t for t in ALL_TYPES if hasattr(qf.get(t), "pack")]
+
+
+def test_decode_layout_covers_the_common_formats():
+    assert {T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.IQ4_NL} <= set(PACKED_TYPES)
+
+
+@pytest.mark.parametrize("n_out", [37, 64, 200])
+@pytest.mark.parametrize("n_tokens", [1, 3, 2 * qf.PREFILL_MIN_TOKENS])
+@pytest.mark.parametrize("qtype", PACKED_TYPES, ids=lambda t: t.name)
+def test_packed_matmul_equals_float_product(qtype, n_tokens, n_out):
+    """The decode layout (interleave.py), padded groups included, gives the float
+    product of the rounded activations, as the row-major kernels do (same bound)."""
+    w = random_blocks(qtype, n_out, 512, seed=5)
+    x = np.random.default_rng(6).standard_normal((n_tokens, 512)).astype(np.float32)
+    act_fmt = qf.get(qf.get(qtype).VEC_DOT_TYPE)
+    x_rounded = act_fmt.dequantize(*act_fmt.quantize(x))
+    w_f32 = qf.dequantize(w, qtype).astype(np.float64)
+    expected = x_rounded.astype(np.float64) @ w_f32.T + offset_term(act_fmt, x, qtype, w)
+    scale = np.abs(x_rounded).astype(np.float64) @ np.abs(w_f32).T
+    out = np.full((n_tokens, n_out), np.nan, np.float32)
+    qf.matmul(x, w, qtype, out, packed=qf.pack(w, qtype))
+    assert np.all(np.abs(out - expected) <= 1e-5 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("qtype", PACKED_TYPES, ids=lambda t: t.name)
+def test_packed_decode_is_bit_identical_to_the_row_major_kernel(qtype):
+    """One token: the same integer block sums and float steps in the same order."""
+    w = random_blocks(qtype, 200, 512, seed=7)
+    x = np.random.default_rng(8).standard_normal((1, 512)).astype(np.float32)
+    packed = qf.matmul(x, w, qtype, packed=qf.pack(w, qtype))
+    if qtype == T.IQ4_NL:  # its row kernel adds four blocks per step (another order)
+        np.testing.assert_allclose(packed, qf.matmul(x, w, qtype), rtol=1e-5, atol=1e-5)
+    else:
+        assert np.array_equal(packed.view(np.uint32), qf.matmul(x, w, qtype).view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", PACKED_TYPES, ids=lambda t: t.name)
+def test_packed_dequantize_equals_gguf_py(qtype):
+    import gguf
+    w = random_blocks(qtype, 100, 256, seed=9)
+    packed = qf.pack(w, qtype)
+    fmt = qf.get(qtype)
+    out = np.empty((packed[0].shape[0] * qf.interleave.ROWS, 256), np.float32)
+    fmt.packed_dequantize(*packed, 0, out)
+    theirs = gguf.quants.dequantize(w, qtype).astype(np.float32)
+    assert np.array_equal(out[:100].view(np.uint32), theirs.view(np.uint32))

@@ -13,7 +13,7 @@
 #include <string.h>
 #include "llama.h"
 
-#define TOP_K 5
+#define TOP_K 20
 
 static void quiet(enum ggml_log_level level, const char * text, void * data) {
     (void) level; (void) text; (void) data;
