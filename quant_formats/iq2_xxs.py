@@ -10,6 +10,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T, quants as gguf_quants
 from numba import njit, prange
 
+from . import interleave, interleave_k
 from .common import f16_at, u32_at
 from .iq_common import KSIGNS, SIGNS_OF_BYTE, grid_from_gguf, scaled_dot_256
 from .iq_quantize_tables import (even_signs, f16_bits, key_of, nearest_int, put_u16,
@@ -88,6 +89,31 @@ def vec_dot(w, qs, d, sums):
             scales[ib] = 2 * scales[ib] + 1
         acc += f16_at(w, o) * d[b] * np.float32(scaled_dot_256(decoded, qs, b * 256, scales))
     return np.float32(0.125) * acc
+
+
+# --- decode layout (interleave.py, interleave_k.py) ---------------------------
+
+def pack(w):
+    """int8_subblocks_matmul's layout: d / 8, ls = 2s + 1 per 32 weights, weights
+    as their signed grid values (264 bytes per block for the file's 66). ggml's
+    d * (0.5 + s) * 0.25 equals (d / 8) * ls exactly (powers of two), and so does
+    its 0.125 applied to the whole sum (ggml_vec_dot_iq2_xxs_q8_K)."""
+    blocks = w.reshape(-1).view(BLOCK_DTYPE)
+    n = len(blocks)
+    pairs = blocks["qs"].reshape(n, 8, 2)
+    indices, aux = pairs[:, :, 0], pairs[:, :, 1]
+    sign_bytes = KSIGNS[(aux[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]
+    signs = SIGNS_OF_BYTE[sign_bytes].reshape(n, 8, 32)
+    grid = GRID[indices.copy().view(np.uint8).reshape(n, 8, 4)].reshape(n, 8, 32)
+    values = (grid * signs).astype(np.int8).reshape(w.shape[0], -1)
+    ls = (2 * (aux >> 28) + 1).astype(np.uint8).reshape(w.shape[0], -1)
+    return (interleave.pack_f16(w, _TYPE_SIZE, 0) * np.float32(0.125),
+            interleave.pack_bytes(ls, 8, 0, 8).view(np.int8),
+            interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))
+
+
+packed_matmul = interleave_k.int8_subblocks_matmul
+packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -11,6 +11,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, interleave_k
 from .common import f16_at
 from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, store_indices
 from .iq_common import KVALUES_IQ4NL
@@ -93,6 +94,28 @@ def vec_dot(w, qs, d, sums):
                             + _sub_block_scale(w, o, 2 * pair + 1) * s_odd)
         acc += f16_at(w, o) * d[b] * np.float32(isum)
     return acc
+
+
+# --- decode layout (interleave.py, interleave_k.py) ---------------------------
+
+def pack(w):
+    """(d f32, ls - 32 as int8 [groups, blocks, 8, ROWS], weights as their int8
+    kvalues [groups, blocks, 256, ROWS]): 268 bytes per block for the file's 136."""
+    blocks = w.reshape(-1).view(BLOCK_DTYPE)
+    n = len(blocks)
+    ib = np.arange(8)
+    low = (blocks["scales_l"][:, ib // 2] >> (4 * (ib % 2))) & 15
+    high = (blocks["scales_h"][:, None] >> (2 * ib)) & 3
+    ls = ((low | high << 4).astype(np.int32) - 32).astype(np.int8)
+    qs = blocks["qs"].reshape(n, 8, 16)
+    values = KVALUES_IQ4NL[np.concatenate([qs & 0x0F, qs >> 4], axis=2)].reshape(w.shape[0], -1)
+    return (interleave.pack_f16(w, _TYPE_SIZE, 0),
+            interleave.pack_bytes(ls.view(np.uint8).reshape(w.shape[0], -1), 8, 0, 8).view(np.int8),
+            interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))
+
+
+packed_matmul = interleave_k.int8_subblocks_matmul
+packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 
 @njit(cache=True, nogil=True, parallel=True)

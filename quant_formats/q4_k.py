@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, interleave_k
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
 from .kquant_scale_min import scale_min_block, scale_min_scratch
@@ -99,6 +100,23 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- decode layout (interleave.py, interleave_k.py) ---------------------------
+
+def pack(w):
+    """(d, dmin f32, scales and mins unpacked to uint8 [groups, blocks, 8, ROWS],
+    quant bytes [groups, blocks, 128, ROWS])."""
+    sc, mn = scale_min_k4_reference(w.reshape(-1).view(BLOCK_DTYPE)["scales"])
+    n_out = w.shape[0]
+    return (interleave.pack_f16(w, _TYPE_SIZE, 0), interleave.pack_f16(w, _TYPE_SIZE, 2),
+            interleave.pack_bytes(sc.reshape(n_out, -1), 8, 0, 8),
+            interleave.pack_bytes(mn.reshape(n_out, -1), 8, 0, 8),
+            interleave.pack_bytes(w, _TYPE_SIZE, 16, 128))
+
+
+packed_matmul = interleave_k.q4_k_matmul
+packed_dequantize = interleave_k.q4_k_dequantize
 
 
 def quantize_blocks(x, imatrix):

@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, interleave_k
 from .common import as_int8, f16_at
 from .kquant_quantize import (GROUP_MAX_EPS, make_qx_quants, nearest_int, requantize,
                               requantize_scratch, search_scratch, store_f16)
@@ -116,6 +117,27 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- decode layout (interleave.py, interleave_k.py) ---------------------------
+
+def pack(w):
+    """(d f32, scales int8 [groups, blocks, 16, ROWS], weights as int8 q - 32
+    [groups, blocks, 256, ROWS]): 276 bytes per block for the file's 210."""
+    blocks = w.reshape(-1).view(BLOCK_DTYPE)
+    n = len(blocks)
+    ql = blocks["ql"].reshape(n, 2, 1, 64)
+    low = np.concatenate([ql & 0x0F, ql >> 4], axis=2).reshape(n, 8, 32)
+    qh = blocks["qh"].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
+    values = (low | ((qh.reshape(n, 8, 32) & 3) << 4)).astype(np.int8) - np.int8(32)
+    return (interleave.pack_f16(w, _TYPE_SIZE, 208),
+            interleave.pack_bytes(w, _TYPE_SIZE, 192, 16).view(np.int8),
+            interleave.pack_bytes(values.view(np.uint8).reshape(w.shape[0], -1), 256, 0, 256)
+            .view(np.int8))
+
+
+packed_matmul = interleave_k.int8_subblocks_matmul
+packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 
 def quantize_blocks(x, imatrix):

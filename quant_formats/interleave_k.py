@@ -1,0 +1,127 @@
+"""Decode-layout kernels of the 256-weight formats: interleave.py's idea (the
+innermost loop runs over ROWS rows of one block position) with their sub-block
+scales. Integer sums and float steps as each format's vec_dot, so one token's
+results equal the row-major kernel's.
+
+Q4_K keeps its nibbles; its sums of 16 products stay in int16 lanes (twice the
+lanes of int32; 16 * 15 * 127 < 2^15). Formats whose bit fields LLVM would
+extract with scalar shifts (Q6_K's 2-bit tops, IQ4_XS's kvalue look-ups) are
+unpacked to int8 values at load and share int8_subblocks_matmul (on Q6_K as fast
+as a kernel of its own with int16 sums, measured).
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
+    """Q4_K: d_w, dmin_w f32 [groups, blocks, ROWS]; sc_w, mn_w uint8 [groups, blocks,
+    8, ROWS] (the 6-bit scales and mins); q_w uint8 [groups, blocks, 128, ROWS], byte
+    32c + l holding weights 64c + l (low nibble) and 64c + 32 + l (high).
+    Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums))."""
+    n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
+    for g in prange(q_w.shape[0]):
+        acc = np.empty(n_rows, np.float32)
+        isum = np.empty(n_rows, np.int32)
+        msum = np.empty(n_rows, np.int32)
+        sum_lo = np.empty(n_rows, np.int16)
+        sum_hi = np.empty(n_rows, np.int16)
+        for t in range(qs.shape[0]):
+            acc[:] = 0
+            for b in range(n_blocks):
+                isum[:] = 0
+                msum[:] = 0
+                for c in range(4):
+                    for half in range(2):
+                        sum_lo[:] = 0
+                        sum_hi[:] = 0
+                        for j in range(16 * half, 16 * half + 16):
+                            x_lo = np.int16(qs[t, b * 256 + 64 * c + j])
+                            x_hi = np.int16(qs[t, b * 256 + 64 * c + 32 + j])
+                            q = q_w[g, b, 32 * c + j]
+                            for r in range(n_rows):
+                                sum_lo[r] = np.int16(sum_lo[r] + np.int16(q[r] & 15) * x_lo)
+                                sum_hi[r] = np.int16(sum_hi[r] + np.int16(q[r] >> 4) * x_hi)
+                        sc_lo, sc_hi = sc_w[g, b, 2 * c], sc_w[g, b, 2 * c + 1]
+                        for r in range(n_rows):
+                            isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
+                                        + np.int32(sc_hi[r]) * np.int32(sum_hi[r]))
+                for sub in range(8):  # the min term: bsums of the sub-block's two 16s
+                    bsum = np.int32(sums[t, b * 16 + 2 * sub] + sums[t, b * 16 + 2 * sub + 1])
+                    m = mn_w[g, b, sub]
+                    for r in range(n_rows):
+                        msum[r] += np.int32(m[r]) * bsum
+                scale, d_b, dmin_b = d[t, b], d_w[g, b], dmin_w[g, b]
+                for r in range(n_rows):
+                    acc[r] += scale * (d_b[r] * np.float32(isum[r])
+                                       - dmin_b[r] * np.float32(msum[r]))
+            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                out[t, g * n_rows + r] = acc[r]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out):
+    """Groups g0.. of q4_k_matmul's layout -> f32 rows out [k * ROWS, n], in
+    dequantize_rows' float order: (d * sc) * q - dmin * m."""
+    n_rows = q_w.shape[3]
+    for i in prange(out.shape[0] // n_rows):
+        g = g0 + i
+        for b in range(q_w.shape[1]):
+            for r in range(n_rows):
+                row = i * n_rows + r
+                for sub in range(8):
+                    scale = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+                    minimum = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+                    c, high = sub // 2, sub % 2
+                    for j in range(32):
+                        q = q_w[g, b, 32 * c + j, r]
+                        q = q >> 4 if high else q & 15
+                        out[row, b * 256 + 32 * sub + j] = scale * np.float32(q) - minimum
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
+    """256-weight blocks held as int8 values with one int8 scale per sub-block
+    (Q6_K: q - 32 and a scale per 16; IQ4_XS: kvalues and ls - 32 per 32): d_w f32 [groups, blocks, ROWS]; sc_w
+    int8 [groups, blocks, n_sub, ROWS]; v_w int8 [groups, blocks, 256, ROWS].
+    Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 127)."""
+    n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
+    sub_len = v_w.shape[2] // sc_w.shape[2]
+    for g in prange(v_w.shape[0]):
+        acc = np.empty(n_rows, np.float32)
+        isum = np.empty(n_rows, np.int32)
+        sub_sum = np.empty(n_rows, np.int32)
+        for t in range(qs.shape[0]):
+            acc[:] = 0
+            for b in range(n_blocks):
+                isum[:] = 0
+                for sub in range(sc_w.shape[2]):
+                    sub_sum[:] = 0
+                    for j in range(sub * sub_len, (sub + 1) * sub_len):
+                        x = np.int32(qs[t, b * 256 + j])
+                        v = v_w[g, b, j]
+                        for r in range(n_rows):
+                            sub_sum[r] += np.int32(v[r]) * x
+                    sc = sc_w[g, b, sub]
+                    for r in range(n_rows):
+                        isum[r] += np.int32(sc[r]) * sub_sum[r]
+                scale, d_b = d[t, b], d_w[g, b]
+                for r in range(n_rows):
+                    acc[r] += scale * d_b[r] * np.float32(isum[r])
+            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                out[t, g * n_rows + r] = acc[r]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out):
+    """Groups g0.. of int8_subblocks_matmul's layout -> f32 rows: (d * sc) * v."""
+    n_rows = v_w.shape[3]
+    sub_len = v_w.shape[2] // sc_w.shape[2]
+    for i in prange(out.shape[0] // n_rows):
+        g = g0 + i
+        for b in range(v_w.shape[1]):
+            for r in range(n_rows):
+                for sub in range(sc_w.shape[2]):
+                    scale = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+                    for j in range(sub * sub_len, (sub + 1) * sub_len):
+                        out[i * n_rows + r, b * 256 + j] = scale * np.float32(v_w[g, b, j, r])
