@@ -1,6 +1,7 @@
 """gguf-run next to llama.cpp, one run: tokens/s, time to first token, peak RSS.
 
-For each model: llama-bench and gguf-bench alternately (pp512, tg128, 2 threads),
+For each model: llama-bench and gguf-bench alternately, -r rounds each (pp512,
+tg128, 2 threads; the median round counts),
 then `llama-completion -n 1` and `gguf-run -n 1` for time to first token and peak
 RSS (each in its own process, measured with getrusage), then gguf-run's first-run
 compile time with an empty Numba cache. SmolLM2 is requantized with llama-quantize
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,11 +89,19 @@ def compile_time(model):
         return time.perf_counter() - start
 
 
+def alternate(ours, theirs, rounds):
+    """Each tool's pp/tg t/s, median over rounds run one after the other (ours,
+    theirs, ours, ...): a machine whose speed drifts affects both alike."""
+    runs = [(ours(), theirs()) for _ in range(rounds)]
+    return [{k: statistics.median(r[i][k] for r in runs) for k in ("pp", "tg")} for i in (0, 1)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
     parser.add_argument("--types", default=",".join(SMOLLM2_TYPES))
-    parser.add_argument("-r", "--repetitions", default="3")
+    parser.add_argument("-r", "--rounds", default="3",
+                        help="alternating rounds of one pp512 and one tg128 run per tool")
     parser.add_argument("--work", default=Path.home() / ".cache/gguf-run/bench", type=Path)
     args = parser.parse_args()
     from gguf_runtime.pull import resolve_model
@@ -104,8 +114,8 @@ def main():
     rows = []
     for label, path in models:
         print(f"{label} ...", file=sys.stderr, flush=True)
-        ours = gguf_bench(path, args.repetitions)
-        theirs = llama_bench(args.root, path, args.repetitions)
+        ours, theirs = alternate(lambda: gguf_bench(path, "1"),
+                                 lambda: llama_bench(args.root, path, "1"), int(args.rounds))
         ttft_l, rss_l = first_token([args.root / "bin/llama-completion", "-m", path, "-p",
                                      PROMPT, "-n", "1", "-no-cnv", "-t", "2", "-c", "4096"])
         ttft_g, rss_g = first_token(gguf_run_cmd(path))
@@ -117,8 +127,9 @@ def main():
 def write(rows, args):
     lines = ["# gguf-run vs llama.cpp", "",
              f"`python bench/compare.py` on {os.cpu_count()} cores, 2 threads, "
-             f"{args.repetitions} repetitions, {time.strftime('%Y-%m-%d')}. t/s from "
-             "llama-bench and gguf-bench (pp512, tg128) run alternately; time to first token "
+             f"{args.rounds} rounds, {time.strftime('%Y-%m-%d')}. t/s: median over rounds "
+             "of llama-bench and gguf-bench (pp512, tg128, `-r 1` after their warm-up) run "
+             "alternately; time to first token "
              "and peak RSS from one-token runs (`-n 1`, `-c 4096`, own process each); "
              "compile: gguf-run's first run with an empty Numba cache.", "",
              "| model | file MB | pp512 llama.cpp | pp512 gguf-run | ratio | tg128 llama.cpp "

@@ -185,8 +185,8 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
 def attention_blas(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
                    head_dim_v, kq_scale, out):
     """attention() for batches of FA_TILE_Q or more queries, where ggml takes its
-    tiled all-f32 path: per head, scores and weighted values by BLAS matmuls on
-    the cached keys in position order, masked for causality and the window."""
+    tiled all-f32 path: scores and weighted values by BLAS matmuls on the cached
+    keys in position order, masked for causality and the window."""
     n_tokens = q.shape[0]
     n_heads = q.shape[1] // head_dim_k
     group = n_heads // n_kv_heads
@@ -200,17 +200,21 @@ def attention_blas(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_
         allowed &= delta < window
     bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
     cells = key_pos % n_cells
-    for kh in range(n_kv_heads):
-        keys = k_cache[cells, kh * head_dim_k:(kh + 1) * head_dim_k]
-        values = v_cache[cells, kh * head_dim_v:(kh + 1) * head_dim_v]
-        for h in range(kh * group, (kh + 1) * group):
-            scores = q[:, h * head_dim_k:(h + 1) * head_dim_k] @ keys.T
-            scores *= np.float32(kq_scale)
-            scores += bias
-            scores -= scores.max(axis=1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=1, keepdims=True)
-            np.matmul(scores, values, out=out[:, h * head_dim_v:(h + 1) * head_dim_v])
+    n_keys = cells.shape[0]
+    # all heads in three batched BLAS calls (one matmul per head was 2x slower):
+    # queries grouped by the KV head they share, [n_kv_heads, group * n_tokens, dk]
+    keys = k_cache[cells].reshape(n_keys, n_kv_heads, head_dim_k).transpose(1, 2, 0)
+    values = v_cache[cells].reshape(n_keys, n_kv_heads, head_dim_v).transpose(1, 0, 2)
+    queries = (q.reshape(n_tokens, n_kv_heads, group, head_dim_k).transpose(1, 2, 0, 3)
+               .reshape(n_kv_heads, group * n_tokens, head_dim_k))
+    scores = np.matmul(queries, keys)
+    scores *= np.float32(kq_scale)
+    scores.reshape(n_kv_heads, group, n_tokens, n_keys)[...] += bias
+    scores -= scores.max(axis=2, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=2, keepdims=True)
+    weighted = np.matmul(scores, values).reshape(n_kv_heads, group, n_tokens, head_dim_v)
+    out[...] = weighted.transpose(2, 0, 1, 3).reshape(n_tokens, n_heads * head_dim_v)
 
 
 def _gelu_table():

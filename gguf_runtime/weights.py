@@ -181,7 +181,9 @@ def load_weights(gguf_file, cfg: ModelConfig) -> Weights:
     ld = _Loader(gguf_file)
     d, hk, hv = cfg.n_embd, cfg.head_dim, cfg.head_dim_v
     embd = ld.matrix("token_embd", cfg.n_vocab, d)
+    gguf_file.release_pages()
     output = ld.matrix("output", cfg.n_vocab, d, required=False) or embd
+    gguf_file.release_pages()
     layers = []
     for i in range(cfg.n_layer):
         p = f"blk.{i}."
@@ -202,6 +204,7 @@ def load_weights(gguf_file, cfg: ModelConfig) -> Weights:
             ffn_post_norm=ld.vector(p + "post_ffw_norm.weight", d, cfg.post_norms)))
         lw = layers[-1]
         lw.wqkv, lw.ffn_gate_up = fuse([lw.wq, lw.wk, lw.wv]), fuse([lw.ffn_gate, lw.ffn_up])
+        gguf_file.release_pages()  # the layer is packed: peak RSS holds one layer twice
     weights = Weights(token_embd=embd, output_norm=ld.vector("output_norm.weight", d),
                       output=output, layers=layers)
     gguf_file.release_pages()  # packed copies replace what was read; the rest re-reads

@@ -163,14 +163,18 @@ def _matmul_tiled(fmt, x_rounded, w, out):
 
 
 def _matmul_tiled_packed(fmt, x_rounded, packed, out):
-    """_matmul_tiled over whole groups of the interleaved layout."""
+    """_matmul_tiled over whole groups of the interleaved layout, dequantized into a
+    transposed tile [n_in, rows] (the layout's row loop stays innermost)."""
     n_out, n_groups = out.shape[1], packed[0].shape[0]
     group_bytes = 4 * interleave.ROWS * x_rounded.shape[1]
     tile_groups = max(1, _TILE_BYTES // group_bytes)
-    tile = np.empty((min(tile_groups, n_groups) * interleave.ROWS, x_rounded.shape[1]),
-                    np.float32)
+    tile_t = np.empty((x_rounded.shape[1], min(tile_groups, n_groups) * interleave.ROWS),
+                      np.float32)
     for g0 in range(0, n_groups, tile_groups):
         g1 = min(g0 + tile_groups, n_groups)
         r0, r1 = g0 * interleave.ROWS, min(g1 * interleave.ROWS, n_out)
-        fmt.packed_dequantize(*packed, g0, tile[: (g1 - g0) * interleave.ROWS])
-        np.matmul(x_rounded, tile[: r1 - r0].T, out=out[:, r0:r1])
+        cols = (g1 - g0) * interleave.ROWS
+        if cols != tile_t.shape[1]:  # the last, narrower tile
+            tile_t = np.empty((x_rounded.shape[1], cols), np.float32)
+        fmt.packed_dequantize(*packed, g0, tile_t)
+        np.matmul(x_rounded, tile_t[:, :r1 - r0], out=out[:, r0:r1])

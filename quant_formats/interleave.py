@@ -112,20 +112,24 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def nibble_dequantize(d_w, m_w, q_w, offset, g0, out):
-    """Groups g0.. of the nibble_matmul layout -> f32 rows out [k * ROWS, n]."""
+def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
+    """Groups g0.. of the nibble_matmul layout -> f32 out_t [n, k * ROWS] (rows as
+    columns), in dequantize_rows' float order: d * (q - offset) (+ m)."""
     n_rows = q_w.shape[3]
-    for i in prange(out.shape[0] // n_rows):
+    for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
         for b in range(q_w.shape[1]):
-            for r in range(n_rows):
-                scale = d_w[g, b, r]
-                m = m_w[g, b, r] if m_w.shape[0] else np.float32(0.0)
-                for j in range(32):
-                    q = np.int32(q_w[g, b, j & 15, r])
-                    q = q >> 4 if j >= 16 else q & 15
-                    value = scale * np.float32(q - offset)
-                    out[i * n_rows + r, b * 32 + j] = value + m if m_w.shape[0] else value
+            scale = d_w[g, b]
+            for j in range(32):
+                q = q_w[g, b, j & 15]
+                shift = 4 if j >= 16 else 0
+                dst = out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
+                for r in range(n_rows):
+                    dst[r] = scale[r] * np.float32(np.int32((q[r] >> shift) & 15) - offset)
+                if m_w.shape[0]:
+                    m = m_w[g, b]
+                    for r in range(n_rows):
+                        dst[r] += m[r]
 
 
 _NO_SCALES = np.zeros((0, 0, 0), np.float32)  # Q4_0's missing m (one signature for both)

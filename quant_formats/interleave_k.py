@@ -60,23 +60,25 @@ def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out):
-    """Groups g0.. of q4_k_matmul's layout -> f32 rows out [k * ROWS, n], in
-    dequantize_rows' float order: (d * sc) * q - dmin * m."""
+def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
+    """Groups g0.. of q4_k_matmul's layout -> f32 out_t [n, k * ROWS] (rows as
+    columns), in dequantize_rows' float order: (d * sc) * q - dmin * m."""
     n_rows = q_w.shape[3]
-    for i in prange(out.shape[0] // n_rows):
+    for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
+        scale = np.empty(n_rows, np.float32)
+        minimum = np.empty(n_rows, np.float32)
         for b in range(q_w.shape[1]):
-            for r in range(n_rows):
-                row = i * n_rows + r
-                for sub in range(8):
-                    scale = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
-                    minimum = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
-                    c, high = sub // 2, sub % 2
-                    for j in range(32):
-                        q = q_w[g, b, 32 * c + j, r]
-                        q = q >> 4 if high else q & 15
-                        out[row, b * 256 + 32 * sub + j] = scale * np.float32(q) - minimum
+            for sub in range(8):
+                for r in range(n_rows):
+                    scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+                    minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+                shift = 4 * (sub % 2)
+                for j in range(32):
+                    q = q_w[g, b, 32 * (sub // 2) + j]
+                    dst = out_t[b * 256 + 32 * sub + j, i * n_rows:(i + 1) * n_rows]
+                    for r in range(n_rows):
+                        dst[r] = scale[r] * np.float32((q[r] >> shift) & 15) - minimum[r]
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -113,15 +115,19 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out):
-    """Groups g0.. of int8_subblocks_matmul's layout -> f32 rows: (d * sc) * v."""
+def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
+    """Groups g0.. of int8_subblocks_matmul's layout -> f32 out_t [n, k * ROWS]
+    (rows as columns): (d * sc) * v."""
     n_rows = v_w.shape[3]
     sub_len = v_w.shape[2] // sc_w.shape[2]
-    for i in prange(out.shape[0] // n_rows):
+    for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
+        scale = np.empty(n_rows, np.float32)
         for b in range(v_w.shape[1]):
-            for r in range(n_rows):
-                for sub in range(sc_w.shape[2]):
-                    scale = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
-                    for j in range(sub * sub_len, (sub + 1) * sub_len):
-                        out[i * n_rows + r, b * 256 + j] = scale * np.float32(v_w[g, b, j, r])
+            for sub in range(sc_w.shape[2]):
+                for r in range(n_rows):
+                    scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+                for j in range(sub * sub_len, (sub + 1) * sub_len):
+                    v, dst = v_w[g, b, j], out_t[b * 256 + j, i * n_rows:(i + 1) * n_rows]
+                    for r in range(n_rows):
+                        dst[r] = scale[r] * np.float32(v[r])

@@ -111,16 +111,18 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def packed_dequantize(d_w, q_w, g0, out):
-    """Groups g0.. of the interleaved layout -> f32 rows out [k * ROWS, n]."""
+def packed_dequantize(d_w, q_w, g0, out_t):
+    """Groups g0.. of the interleaved layout -> f32 out_t [n, k * ROWS], the rows as
+    columns (interleave.py: the transposed tile keeps the row loop innermost)."""
     n_rows = q_w.shape[3]
-    for i in prange(out.shape[0] // n_rows):
+    for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
         for b in range(q_w.shape[1]):
-            for r in range(n_rows):
-                scale = d_w[g, b, r]
-                for j in range(32):
-                    out[i * n_rows + r, b * 32 + j] = scale * np.float32(q_w[g, b, j, r])
+            scale = d_w[g, b]
+            for j in range(32):
+                q, dst = q_w[g, b, j], out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
+                for r in range(n_rows):
+                    dst[r] = scale[r] * np.float32(q[r])
 
 
 # --- activation side -------------------------------------------------------

@@ -137,7 +137,7 @@ def test_packed_dequantize_equals_gguf_py(qtype):
     w = random_blocks(qtype, 100, 256, seed=9)
     packed = qf.pack(w, qtype)
     fmt = qf.get(qtype)
-    out = np.empty((packed[0].shape[0] * qf.interleave.ROWS, 256), np.float32)
-    fmt.packed_dequantize(*packed, 0, out)
+    out_t = np.empty((256, packed[0].shape[0] * qf.interleave.ROWS), np.float32)
+    fmt.packed_dequantize(*packed, 0, out_t)  # rows as columns
     theirs = gguf.quants.dequantize(w, qtype).astype(np.float32)
-    assert np.array_equal(out[:100].view(np.uint32), theirs.view(np.uint32))
+    assert np.array_equal(out_t[:, :100].T.view(np.uint32), theirs.view(np.uint32))
