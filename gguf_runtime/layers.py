@@ -55,6 +55,22 @@ def rms_norm(x, weight, eps, out):
             out[t, o + j] = (x[t, o + j] * scale) * weight[j]
 
 
+NO_WEIGHT = np.zeros(0, np.float32)  # residual_norm's post_weight where a model has none
+
+
+@njit(cache=True, nogil=True)
+def residual_norm(x, out, post_weight, eps, weight, xb):
+    """A sub-layer's end and the next one's start in one call: out is post-normed
+    (gemma3; skipped for an empty post_weight), added to the residual x, and
+    xb = rms_norm(x) * weight, the input of what follows."""
+    if post_weight.shape[0]:
+        rms_norm(out, post_weight, eps, out)
+    for t in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[t, j] += out[t, j]
+    rms_norm(x, weight, eps, xb)
+
+
 @njit(cache=True, nogil=True)
 def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     """Rotate each head of x [n_tokens, n_heads*head_dim] in place by its token's
@@ -170,9 +186,12 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
                 s = _dot_serial(krow, qh) * kq_scale
             ms, vs, m = softmax_step(s, m)
             vrow = v_cache[c, kh * head_dim_v:(kh + 1) * head_dim_v]
-            if half_precision:
+            if half_precision:  # acc holds f16 values: times ms == 1 it needs no rounding
+                if ms != np.float32(1.0):
+                    for j in range(head_dim_v):
+                        acc[j] = f16_round(acc[j] * ms)
                 for j in range(head_dim_v):
-                    acc[j] = f16_round(f16_round(acc[j] * ms) + vrow[j] * vs)
+                    acc[j] = f16_round(acc[j] + vrow[j] * vs)
             else:
                 for j in range(head_dim_v):
                     acc[j] = acc[j] * ms + vrow[j] * vs

@@ -141,19 +141,22 @@ class Transformer:
         if cfg.embd_scale != 1.0:
             x *= np.float32(cfg.embd_scale)
         positions = np.arange(n_past, n_past + n, dtype=np.int64)
+        xb = st.xb[:n]  # each sub-layer's normed input, written by the one before
+        layers.rms_norm(x, self.weights.layers[0].attn_norm, cfg.norm_eps, xb)
         for il in range(cfg.n_layer):
             self._attention_block(il, x, positions)
-            self._ffn_block(il, x)
+            following = (self.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
+                         else self.weights.output_norm)
+            self._ffn_block(il, x, following)
         self.n_past = n_past + n
         if logits_for == "last":
-            return self._output(x[n - 1:])
-        return self._output(x if logits_for == "all" else x[int(logits_for):])
+            return self._output(xb[n - 1:])
+        return self._output(xb if logits_for == "all" else xb[int(logits_for):])
 
     def _attention_block(self, il, x, positions):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]
         n = x.shape[0]
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
-        layers.rms_norm(x, w.attn_norm, cfg.norm_eps, xb)
         if w.wqkv is not None:
             _fused_matmul(w.wqkv, xb, st.qkv[:n], (q, k, v))
         else:
@@ -171,9 +174,8 @@ class Transformer:
         self._attend(il, q, k, v, int(positions[0]), att)
         out = st.proj[:n]
         w.wo.matmul(att, out)
-        if w.attn_post_norm is not None:
-            layers.rms_norm(out, w.attn_post_norm, cfg.norm_eps, out)
-        x += out
+        post = w.attn_post_norm if w.attn_post_norm is not None else layers.NO_WEIGHT
+        layers.residual_norm(x, out, post, cfg.norm_eps, w.ffn_norm, xb)
 
     def _attend(self, il, q, k, v, pos0, att):
         """Store k, v in the layer's cache and attend q over it into att.
@@ -202,11 +204,10 @@ class Transformer:
         if self.v_rot:
             kv_quant.hadamard_rows(att, self.v_rot)
 
-    def _ffn_block(self, il, x):
+    def _ffn_block(self, il, x, following_norm):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]
         n = x.shape[0]
         xb, gate, up, hidden = st.xb[:n], st.gate[:n], st.up[:n], st.hidden[:n]
-        layers.rms_norm(x, w.ffn_norm, cfg.norm_eps, xb)
         if w.ffn_gate_up is not None:
             _fused_matmul(w.ffn_gate_up, xb, st.gate_up[:n], (gate, up))
         else:
@@ -215,15 +216,13 @@ class Transformer:
         layers.gated_activation(gate, up, cfg.activation == "gelu", hidden)
         out = st.proj[:n]
         w.ffn_down.matmul(hidden, out)
-        if w.ffn_post_norm is not None:
-            layers.rms_norm(out, w.ffn_post_norm, cfg.norm_eps, out)
-        x += out
+        post = w.ffn_post_norm if w.ffn_post_norm is not None else layers.NO_WEIGHT
+        layers.residual_norm(x, out, post, cfg.norm_eps, following_norm, xb)
 
-    def _output(self, x):
+    def _output(self, xb):
+        """Logits of the rows xb (the final hidden states, already output-normed)."""
         cfg, st = self.cfg, self.state
-        xb = st.xb[:x.shape[0]]
-        layers.rms_norm(x, self.weights.output_norm, cfg.norm_eps, xb)
-        logits = st.logits if x.shape[0] == 1 else np.empty((x.shape[0], cfg.n_vocab), np.float32)
+        logits = st.logits if xb.shape[0] == 1 else np.empty((xb.shape[0], cfg.n_vocab), np.float32)
         self.weights.output.matmul(xb, logits)
         if cfg.final_softcap:
             cap = np.float32(cfg.final_softcap)
