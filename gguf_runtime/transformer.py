@@ -42,12 +42,19 @@ class RunState:
 
 
 def _fused_matmul(fused, x, out, parts):
-    """One call for the matrices of `fused`, its output columns copied to `parts`."""
+    """One call for the matrices of `fused` into out; returns its column blocks: views
+    for one token (a single row is contiguous, as the kernels take it), else copies
+    into the contiguous buffers `parts`."""
     fused.matmul(x, out)
-    first = 0
+    first, blocks = 0, []
     for part in parts:
-        part[:] = out[:, first:first + part.shape[1]]
+        block = out[:, first:first + part.shape[1]]
+        if out.shape[0] > 1:
+            part[:] = block
+            block = part
+        blocks.append(block)
         first += part.shape[1]
+    return blocks
 
 
 def _check_cache_types(cfg: ModelConfig, type_k: str, type_v: str):
@@ -158,7 +165,7 @@ class Transformer:
         n = x.shape[0]
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
         if w.wqkv is not None:
-            _fused_matmul(w.wqkv, xb, st.qkv[:n], (q, k, v))
+            q, k, v = _fused_matmul(w.wqkv, xb, st.qkv[:n], (q, k, v))
         else:
             shared = w.wq.matmul_shared(xb, q, None)  # Q, K, V read the same input
             shared = w.wk.matmul_shared(xb, k, shared)
@@ -209,7 +216,7 @@ class Transformer:
         n = x.shape[0]
         xb, gate, up, hidden = st.xb[:n], st.gate[:n], st.up[:n], st.hidden[:n]
         if w.ffn_gate_up is not None:
-            _fused_matmul(w.ffn_gate_up, xb, st.gate_up[:n], (gate, up))
+            gate, up = _fused_matmul(w.ffn_gate_up, xb, st.gate_up[:n], (gate, up))
         else:
             shared = w.ffn_gate.matmul_shared(xb, gate, None)
             w.ffn_up.matmul_shared(xb, up, shared)

@@ -23,9 +23,11 @@ class Matrix:
         self.n_out, self.n_in = tensor.shape
         self.bias = bias
         self.act_type = quant_formats.get(self.qtype).VEC_DOT_TYPE
+        self.act_format = quant_formats.get(self.act_type)
         # the decode layout (quant_formats/interleave.py) where the format has one:
         # matmuls read it instead of the mapped bytes, whose pages the loader drops
         self.packed = quant_formats.pack(self.data, self.qtype)
+        self._one_token = _activation_buffer(self.act_type, self.n_in, self.packed)
 
     def quantize(self, x):
         """x in this matrix's activation format, to share with others of the same."""
@@ -39,6 +41,8 @@ class Matrix:
         if self.observer is not None:
             self.observer(self, x)
         if self.packed is not None:
+            if act is None and x.shape[0] == 1:  # decode: quantize into the buffer
+                act = self.act_format.quantize(x, self._one_token)
             quant_formats.matmul_packed(x, self.packed, self.qtype, out, act)
         else:
             quant_formats.matmul(x, self.data, self.qtype, out, act)
@@ -56,6 +60,14 @@ class Matrix:
     def rows(self, ids, out):
         """Dequantize rows `ids` into out (embedding lookup)."""
         quant_formats.get(self.qtype).dequantize_rows(np.ascontiguousarray(self.data[ids]), out)
+
+
+def _activation_buffer(act_type, n_in, packed):
+    """One token's quantized-activation arrays for a packed matrix's decode calls
+    (allocated once: the per-token path allocates nothing); None otherwise."""
+    if packed is None:
+        return None
+    return quant_formats.get(act_type).empty(1, n_in)
 
 
 class FusedMatrix:
@@ -96,7 +108,9 @@ class FusedMatrix:
         for p in self.parts:
             if p.observer is not None:
                 p.observer(p, x)
-        quant_formats.matmul_packed(x, self.packed, self.qtype, out)
+        first = self.parts[0]
+        act = first.act_format.quantize(x, first._one_token) if x.shape[0] == 1 else None
+        quant_formats.matmul_packed(x, self.packed, self.qtype, out, act)
         if self.bias is not None:
             out += self.bias
 

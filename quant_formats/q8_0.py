@@ -142,12 +142,16 @@ def quantize_rows(x, qs, d):
                 qs[t, b * 32 + j] = np.int8(np.rint(x[t, b * 32 + j] * inv))
 
 
-def quantize(x):
-    n_tokens, n_in = x.shape
-    qs = np.empty((n_tokens, n_in), np.int8)
-    d = np.empty((n_tokens, n_in // 32), np.float32)
+def empty(n_tokens, n_in):
+    """Arrays for quantize's result (a caller's buffer reused per token)."""
+    return (np.empty((n_tokens, n_in), np.int8), np.empty((n_tokens, n_in // 32), np.float32),
+            np.zeros((n_tokens, 0), np.float32))
+
+
+def quantize(x, out=None):
+    qs, d, sums = out if out is not None else empty(*x.shape)
     quantize_rows(x, qs, d)
-    return qs, d, np.zeros((n_tokens, 0), np.float32)
+    return qs, d, sums
 
 
 def dequantize(qs, d, sums):

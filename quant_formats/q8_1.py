@@ -29,11 +29,14 @@ def _block_sums(x, qs, s):
             s[t, b] = to_f16(amax / np.float32(127.0) * np.float32(total))
 
 
-def quantize(x):
-    n_tokens, n_in = x.shape
-    qs = np.empty((n_tokens, n_in), np.int8)
-    d = np.empty((n_tokens, n_in // 32), np.float32)
-    s = np.empty((n_tokens, n_in // 32), np.float32)
+def empty(n_tokens, n_in):
+    """Arrays for quantize's result (a caller's buffer reused per token)."""
+    return (np.empty((n_tokens, n_in), np.int8), np.empty((n_tokens, n_in // 32), np.float32),
+            np.empty((n_tokens, n_in // 32), np.float32))
+
+
+def quantize(x, out=None):
+    qs, d, s = out if out is not None else empty(*x.shape)
     _quantize_q8_0_rows(x, qs, d)
     _block_sums(x, qs, s)
     return qs, d, s

@@ -62,13 +62,16 @@ def quantize_rows(x, qs, d, sums):
             d[t, b] = np.float32(1.0) / iscale
 
 
-def quantize(x):
-    n_tokens, n_in = x.shape
+def empty(n_tokens, n_in):
+    """Arrays for quantize's result (a caller's buffer reused per token)."""
     if n_in % 256:
         raise ValueError(f"Q8_K: row length {n_in} is not a multiple of 256")
-    qs = np.empty((n_tokens, n_in), np.int8)
-    d = np.empty((n_tokens, n_in // 256), np.float32)
-    sums = np.empty((n_tokens, n_in // 16), np.float32)
+    return (np.empty((n_tokens, n_in), np.int8), np.empty((n_tokens, n_in // 256), np.float32),
+            np.empty((n_tokens, n_in // 16), np.float32))
+
+
+def quantize(x, out=None):
+    qs, d, sums = out if out is not None else empty(*x.shape)
     quantize_rows(np.ascontiguousarray(x, np.float32), qs, d, sums)
     return qs, d, sums
 
