@@ -13,6 +13,13 @@ Every weight-format module has the same small interface:
     quantize_blocks(x, imatrix)       f32 [rows, n], f32 [n] or None -> uint8 [rows, row_bytes],
                                       byte-identical to ggml_quantize_chunk (llama-quantize)
 
+Formats with a decode layout (interleave.py: 64 rows side by side) also have:
+
+    pack(w)                           uint8 [rows, row_bytes] -> tuple of layout arrays
+    packed_matmul(*packed, qs, d, sums, out)  Numba, parallel over row groups
+    packed_dequantize(*packed, g0, out_t)     groups g0.. -> f32 [n, k * 64] (rows as columns)
+    packed_block_offsets(*packed)     (Q8_1 formats) the per-block offsets, as block_offsets
+
 Activation formats (modules in ACTIVATIONS) quantize float rows to (qs, d, sums)
 arrays; see quant_formats/q8_0.py for the shape of that tuple.
 Modules are imported on first use, so a model compiles only the kernels it needs.
