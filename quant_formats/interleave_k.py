@@ -83,12 +83,13 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
 
 @njit(cache=True, nogil=True, parallel=True)
 def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
-    """256-weight blocks held as int8 values with one int8 scale per sub-block
-    (Q6_K: q - 32 and a scale per 16; IQ4_XS: kvalues and ls - 32 per 32): d_w f32 [groups, blocks, ROWS]; sc_w
-    int8 [groups, blocks, n_sub, ROWS]; v_w int8 [groups, blocks, 256, ROWS].
+    """Blocks held as int8 values with one int8 scale per sub-block (Q6_K: q - 32 and
+    a scale per 16; IQ4_XS: kvalues and ls - 32 per 32; IQ2_XXS): d_w f32 [groups,
+    blocks, ROWS]; sc_w int8 [groups, blocks, n_sub, ROWS]; v_w int8 [groups, blocks,
+    block length, ROWS].
     Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 127)."""
-    n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
-    sub_len = v_w.shape[2] // sc_w.shape[2]
+    n_rows, n_blocks, block = v_w.shape[3], v_w.shape[1], v_w.shape[2]
+    sub_len = block // sc_w.shape[2]
     for g in prange(v_w.shape[0]):
         acc = np.empty(n_rows, np.float32)
         isum = np.empty(n_rows, np.int32)
@@ -100,7 +101,7 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
                 for sub in range(sc_w.shape[2]):
                     sub_sum[:] = 0
                     for j in range(sub * sub_len, (sub + 1) * sub_len):
-                        x = np.int32(qs[t, b * 256 + j])
+                        x = np.int32(qs[t, b * block + j])
                         v = v_w[g, b, j]
                         for r in range(n_rows):
                             sub_sum[r] += np.int32(v[r]) * x
@@ -118,8 +119,8 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
 def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
     """Groups g0.. of int8_subblocks_matmul's layout -> f32 out_t [n, k * ROWS]
     (rows as columns): (d * sc) * v."""
-    n_rows = v_w.shape[3]
-    sub_len = v_w.shape[2] // sc_w.shape[2]
+    n_rows, block = v_w.shape[3], v_w.shape[2]
+    sub_len = block // sc_w.shape[2]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
         scale = np.empty(n_rows, np.float32)
@@ -128,6 +129,6 @@ def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
                 for r in range(n_rows):
                     scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
                 for j in range(sub * sub_len, (sub + 1) * sub_len):
-                    v, dst = v_w[g, b, j], out_t[b * 256 + j, i * n_rows:(i + 1) * n_rows]
+                    v, dst = v_w[g, b, j], out_t[b * block + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
                         dst[r] = scale[r] * np.float32(v[r])

@@ -30,18 +30,25 @@ _SIGNED_GRID = np.ascontiguousarray(
     (GRID[:, None, :] * SIGNS_OF_BYTE[None, :, :]).astype(np.int8)).view(np.uint64).ravel()
 
 
-def dequantize_reference(blocks):
-    """As gguf-py IQ2_XXS: db = d * (0.5 + s) * 0.25 in f32, then db * grid * sign."""
+def signed_grid_values(blocks):
+    """numpy: (every weight's grid value times its sign, int8 [n, 8, 32]; every
+    sub-block's 4-bit scale s, uint32 [n, 8])."""
     n = len(blocks)
     pairs = blocks["qs"].reshape(n, 8, 2)
     indices, aux = pairs[:, :, 0], pairs[:, :, 1]
-    db = (blocks["d"].astype(np.float32)[:, None]
-          * (np.float32(0.5) + (aux >> 28).astype(np.float32)) * np.float32(0.25))
     sign_bytes = KSIGNS[(aux[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]
-    signs = SIGNS_OF_BYTE[sign_bytes].astype(np.float32).reshape(n, 8, 32)
-    grid_ids = indices.copy().view(np.uint8).reshape(n, 8, 4)
-    grid = GRID[grid_ids].astype(np.float32).reshape(n, 8, 32)
-    return (db[:, :, None] * grid * signs).reshape(n, 256)
+    signs = SIGNS_OF_BYTE[sign_bytes].reshape(n, 8, 32)
+    grid = GRID[indices.copy().view(np.uint8).reshape(n, 8, 4)].reshape(n, 8, 32)
+    return (grid * signs).astype(np.int8), aux >> 28
+
+
+def dequantize_reference(blocks):
+    """As gguf-py IQ2_XXS: db = d * (0.5 + s) * 0.25 in f32, then db * grid * sign
+    (the sign is +-1: (db * grid) * sign == db * (grid * sign) exactly)."""
+    values, s = signed_grid_values(blocks)
+    db = (blocks["d"].astype(np.float32)[:, None]
+          * (np.float32(0.5) + s.astype(np.float32)) * np.float32(0.25))
+    return (db[:, :, None] * values.astype(np.float32)).reshape(len(blocks), 256)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -98,15 +105,9 @@ def pack(w):
     as their signed grid values (264 bytes per block for the file's 66). ggml's
     d * (0.5 + s) * 0.25 equals (d / 8) * ls exactly (powers of two), and so does
     its 0.125 applied to the whole sum (ggml_vec_dot_iq2_xxs_q8_K)."""
-    blocks = w.reshape(-1).view(BLOCK_DTYPE)
-    n = len(blocks)
-    pairs = blocks["qs"].reshape(n, 8, 2)
-    indices, aux = pairs[:, :, 0], pairs[:, :, 1]
-    sign_bytes = KSIGNS[(aux[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]
-    signs = SIGNS_OF_BYTE[sign_bytes].reshape(n, 8, 32)
-    grid = GRID[indices.copy().view(np.uint8).reshape(n, 8, 4)].reshape(n, 8, 32)
-    values = (grid * signs).astype(np.int8).reshape(w.shape[0], -1)
-    ls = (2 * (aux >> 28) + 1).astype(np.uint8).reshape(w.shape[0], -1)
+    values, s = signed_grid_values(w.reshape(-1).view(BLOCK_DTYPE))
+    values = values.reshape(w.shape[0], -1)
+    ls = (2 * s + 1).astype(np.uint8).reshape(w.shape[0], -1)
     return (interleave.pack_f16(w, _TYPE_SIZE, 0) * np.float32(0.125),
             interleave.pack_bytes(ls, 8, 0, 8).view(np.int8),
             interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))

@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from . import interleave, q8_0
 from .common import f16_at
-from .iq_common import KVALUES_IQ4NL
+from .iq_common import KVALUES_IQ4NL, kvalues_of_nibbles
 from .quantize_common import GROUP_MAX_EPS, block_weights, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_NL
@@ -27,9 +27,7 @@ _HIGH_VALUE = KVALUES_IQ4NL[np.arange(256) >> 4].astype(np.int32)
 
 def dequantize_reference(blocks):
     """As gguf-py IQ4_NL and ggml-quants.c dequantize_row_iq4_nl: d * kvalue in f32."""
-    qs = blocks["qs"]
-    idx = np.concatenate([qs & 0x0F, qs >> 4], axis=1)
-    return blocks["d"].astype(np.float32)[:, None] * KVALUES_IQ4NL[idx].astype(np.float32)
+    return blocks["d"].astype(np.float32)[:, None] * kvalues_of_nibbles(blocks["qs"]).astype(np.float32)
 
 
 @njit(cache=True, nogil=True)
@@ -104,8 +102,7 @@ def matmul_kernel(w, qs, d, sums, out):
 
 def pack(w):
     """Q8_0's decode layout, weights as their int8 kvalues (interleave.pack_as_q8_0)."""
-    qs = w.reshape(-1).view(BLOCK_DTYPE)["qs"]
-    values = KVALUES_IQ4NL[np.concatenate([qs & 15, qs >> 4], axis=1)]
+    values = kvalues_of_nibbles(w.reshape(-1).view(BLOCK_DTYPE)["qs"])
     return interleave.pack_as_q8_0(w, _TYPE_SIZE, values.reshape(w.shape[0], -1))
 
 

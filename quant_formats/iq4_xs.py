@@ -14,7 +14,7 @@ from numba import njit, prange
 from . import interleave, interleave_k
 from .common import f16_at
 from .iq4_nl import SCALE_SEARCH_SCRATCH, best_block_scale, store_indices
-from .iq_common import KVALUES_IQ4NL
+from .iq_common import KVALUES_IQ4NL, kvalues_of_nibbles
 from .quantize_common import block_weights, nearest_int, run_row_kernel_f16_d
 
 QTYPE = T.IQ4_XS
@@ -30,17 +30,20 @@ _LOW_VALUE = KVALUES_IQ4NL[np.arange(256) & 15].astype(np.int32)
 _HIGH_VALUE = KVALUES_IQ4NL[np.arange(256) >> 4].astype(np.int32)
 
 
-def dequantize_reference(blocks):
-    """As gguf-py IQ4_XS and ggml-quants.c dequantize_row_iq4_xs: (d * (ls - 32)) * kvalue."""
-    n = len(blocks)
+def sub_block_scales(blocks):
+    """numpy: every block's eight ls - 32, int32 [n, 8]."""
     ib = np.arange(8)
     low = (blocks["scales_l"][:, ib // 2] >> (4 * (ib % 2))) & 15
     high = (blocks["scales_h"][:, None] >> (2 * ib)) & 3
-    ls = (low | high << 4).astype(np.int32) - 32
-    dl = blocks["d"].astype(np.float32)[:, None] * ls.astype(np.float32)
-    qs = blocks["qs"].reshape(n, 8, 16)
-    idx = np.concatenate([qs & 0x0F, qs >> 4], axis=2)
-    return (dl[:, :, None] * KVALUES_IQ4NL[idx].astype(np.float32)).reshape(n, 256)
+    return (low | high << 4).astype(np.int32) - 32
+
+
+def dequantize_reference(blocks):
+    """As gguf-py IQ4_XS and ggml-quants.c dequantize_row_iq4_xs: (d * (ls - 32)) * kvalue."""
+    n = len(blocks)
+    dl = blocks["d"].astype(np.float32)[:, None] * sub_block_scales(blocks).astype(np.float32)
+    values = kvalues_of_nibbles(blocks["qs"].reshape(n, 8, 16))
+    return (dl[:, :, None] * values.astype(np.float32)).reshape(n, 256)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -102,13 +105,8 @@ def pack(w):
     """(d f32, ls - 32 as int8 [groups, blocks, 8, ROWS], weights as their int8
     kvalues [groups, blocks, 256, ROWS]): 268 bytes per block for the file's 136."""
     blocks = w.reshape(-1).view(BLOCK_DTYPE)
-    n = len(blocks)
-    ib = np.arange(8)
-    low = (blocks["scales_l"][:, ib // 2] >> (4 * (ib % 2))) & 15
-    high = (blocks["scales_h"][:, None] >> (2 * ib)) & 3
-    ls = ((low | high << 4).astype(np.int32) - 32).astype(np.int8)
-    qs = blocks["qs"].reshape(n, 8, 16)
-    values = KVALUES_IQ4NL[np.concatenate([qs & 0x0F, qs >> 4], axis=2)].reshape(w.shape[0], -1)
+    ls = sub_block_scales(blocks).astype(np.int8)
+    values = kvalues_of_nibbles(blocks["qs"].reshape(len(blocks), 8, 16)).reshape(w.shape[0], -1)
     return (interleave.pack_f16(w, _TYPE_SIZE, 0),
             interleave.pack_bytes(ls.view(np.uint8).reshape(w.shape[0], -1), 8, 0, 8).view(np.int8),
             interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))

@@ -34,6 +34,12 @@ SIGNS_OF_BYTE = np.where((np.arange(256)[:, None] >> np.arange(8)) & 1, -1, 1).a
 
 # kvalues_iq4nl: IQ4_NL and IQ4_XS map each 4-bit index to one of these.
 KVALUES_IQ4NL = np.array(gguf_quants.IQ4_NL.kvalues, dtype=np.int8)
+
+
+def kvalues_of_nibbles(qs):
+    """numpy: runs of 16 bytes [..., 16] -> the int8 kvalues [..., 32] they stand for,
+    low nibbles first (IQ4_NL blocks, IQ4_XS sub-blocks)."""
+    return KVALUES_IQ4NL[np.concatenate([qs & 0x0F, qs >> 4], axis=-1)]
 assert KVALUES_IQ4NL.shape == (16,)
 
 

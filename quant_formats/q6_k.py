@@ -29,15 +29,22 @@ VEC_DOT_TYPE = T.Q8_K
 _TYPE_SIZE = BLOCK_DTYPE.itemsize  # 210
 
 
-def dequantize_reference(blocks):
-    """Float order as gguf-py Q6_K and ggml dequantize_row_q6_K: (d*sc)*(q-32)."""
+def signed_quants(blocks):
+    """numpy: every block's 256 weights as the int8 q - 32, in weight order [n, 256]."""
     n = len(blocks)
-    dl = blocks["d"].astype(np.float32)[:, None] * blocks["scales"].astype(np.float32)
     ql = blocks["ql"].reshape(n, 2, 1, 64)
     low = np.concatenate([ql & 0x0F, ql >> 4], axis=2).reshape(n, 8, 32)
     qh = blocks["qh"].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
     q = (low | ((qh.reshape(n, 8, 32) & 3) << 4)).astype(np.int8) - np.int8(32)
-    return (dl[:, :, None] * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, 256)
+    return q.reshape(n, 256)
+
+
+def dequantize_reference(blocks):
+    """Float order as gguf-py Q6_K and ggml dequantize_row_q6_K: (d*sc)*(q-32)."""
+    n = len(blocks)
+    dl = blocks["d"].astype(np.float32)[:, None] * blocks["scales"].astype(np.float32)
+    q = signed_quants(blocks).reshape(n, 16, 16)
+    return (dl[:, :, None] * q.astype(np.float32)).reshape(n, 256)
 
 
 @njit(cache=True, nogil=True)
@@ -124,12 +131,7 @@ def matmul_kernel(w, qs, d, sums, out):
 def pack(w):
     """(d f32, scales int8 [groups, blocks, 16, ROWS], weights as int8 q - 32
     [groups, blocks, 256, ROWS]): 276 bytes per block for the file's 210."""
-    blocks = w.reshape(-1).view(BLOCK_DTYPE)
-    n = len(blocks)
-    ql = blocks["ql"].reshape(n, 2, 1, 64)
-    low = np.concatenate([ql & 0x0F, ql >> 4], axis=2).reshape(n, 8, 32)
-    qh = blocks["qh"].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
-    values = (low | ((qh.reshape(n, 8, 32) & 3) << 4)).astype(np.int8) - np.int8(32)
+    values = signed_quants(w.reshape(-1).view(BLOCK_DTYPE))
     return (interleave.pack_f16(w, _TYPE_SIZE, 208),
             interleave.pack_bytes(w, _TYPE_SIZE, 192, 16).view(np.int8),
             interleave.pack_bytes(values.view(np.uint8).reshape(w.shape[0], -1), 256, 0, 256)
