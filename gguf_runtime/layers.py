@@ -33,69 +33,107 @@ def f16_round(x):
     return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
 
 
-# rms_norm and rope are serial: a parallel region costs ~3-4 us to launch, more
-# than their work for one decoded token, and under 1% of a 512-token prefill.
+# One token runs these serially: a parallel region costs ~3-4 us to launch, more
+# than their work; batches split their rows across threads. The row functions
+# are not inlined: inside a parallel=True function Numba would turn their array
+# expressions into parallel regions of their own.
 @njit(cache=True, nogil=True)
-def rms_norm(x, weight, eps, out):
-    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, rows of any width that
-    is a multiple of len(weight) normalized per len(weight) group (per head).
-    ggml-cpu/ops.cpp rms_norm_f32: squares summed in double, scale in float."""
+def _rms_norm_row(x, weight, eps, out):
+    """out = x / sqrt(mean(x^2) + eps) * weight, each len(weight) group (head) of
+    the row on its own. ggml-cpu/ops.cpp rms_norm_f32: squares summed in double,
+    scale in float."""
     width = weight.shape[0]
-    n_groups = x.shape[1] // width
-    for i in range(x.shape[0] * n_groups):
-        t, g = i // n_groups, i % n_groups
-        o = g * width
+    lanes = np.empty(8, np.float64)
+    for o in range(0, x.shape[0], width):
+        # 8 double partial sums instead of ggml's one running sum: the rounding
+        # of a double sum of float squares is far below float's, and the chain of
+        # one double add per element was 4x slower
+        for k in range(8):
+            lanes[k] = 0.0
+        n_main = width - width % 8
+        for i in range(0, n_main, 8):
+            for k in range(8):
+                v = x[o + i + k]
+                lanes[k] += np.float64(v * v)
         acc = 0.0
-        for j in range(width):
-            v = x[t, o + j]
+        for k in range(8):
+            acc += lanes[k]
+        for j in range(n_main, width):
+            v = x[o + j]
             acc += np.float64(v * v)
         mean = np.float32(acc / width)
         scale = np.float32(1.0) / np.sqrt(mean + eps)
         for j in range(width):
-            out[t, o + j] = (x[t, o + j] * scale) * weight[j]
+            out[o + j] = (x[o + j] * scale) * weight[j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rms_norm(x, weight, eps, out):
+    """out[t] = rms-normed x[t] times weight, per len(weight) group of a row
+    (width len(weight): the whole row; head_dim: per head)."""
+    if x.shape[0] == 1:
+        _rms_norm_row(x[0], weight, eps, out[0])
+        return
+    for t in prange(x.shape[0]):
+        _rms_norm_row(x[t], weight, eps, out[t])
 
 
 NO_WEIGHT = np.zeros(0, np.float32)  # residual_norm's post_weight where a model has none
 
 
 @njit(cache=True, nogil=True)
+def _residual_norm_row(x, out, post_weight, eps, weight, xb):
+    if post_weight.shape[0]:
+        _rms_norm_row(out, post_weight, eps, out)
+    for j in range(x.shape[0]):
+        x[j] += out[j]
+    _rms_norm_row(x, weight, eps, xb)
+
+
+@njit(cache=True, nogil=True, parallel=True)
 def residual_norm(x, out, post_weight, eps, weight, xb):
     """A sub-layer's end and the next one's start in one call: out is post-normed
     (gemma3; skipped for an empty post_weight), added to the residual x, and
     xb = rms_norm(x) * weight, the input of what follows."""
-    if post_weight.shape[0]:
-        rms_norm(out, post_weight, eps, out)
-    for t in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            x[t, j] += out[t, j]
-    rms_norm(x, weight, eps, xb)
+    if x.shape[0] == 1:
+        _residual_norm_row(x[0], out[0], post_weight, eps, weight, xb[0])
+        return
+    for t in prange(x.shape[0]):
+        _residual_norm_row(x[t], out[t], post_weight, eps, weight, xb[t])
 
 
 @njit(cache=True, nogil=True)
+def _rope_row(x, position, head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin):
+    half = n_rot // 2
+    theta = np.float32(position)
+    for i in range(half):
+        angle = np.float32(freq_scale) * theta
+        cos[i] = np.cos(angle)
+        sin[i] = np.sin(angle)
+        theta = np.float32(theta * theta_scale)
+    for o in range(0, x.shape[0], head_dim):
+        for i in range(half):
+            a, b = (o + i, o + i + half) if neox else (o + 2 * i, o + 2 * i + 1)
+            x0, x1 = x[a], x[b]
+            x[a] = x0 * cos[i] - x1 * sin[i]
+            x[b] = x0 * sin[i] + x1 * cos[i]
+
+
+@njit(cache=True, nogil=True, parallel=True)
 def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     """Rotate each head of x [n_tokens, n_heads*head_dim] in place by its token's
     position (may be a negative delta, for the context shift). ggml-cpu/ops.cpp
     rope_f32 and ggml_rope_cache_init: theta = p * base^(-2i/n_rot), multiplied
     up in float; 'normal' rotates pairs (2i, 2i+1), 'neox' (i, i + n_rot/2)."""
-    n_heads = x.shape[1] // head_dim
     theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
     half = n_rot // 2
-    cos = np.empty(half, np.float32)
-    sin = np.empty(half, np.float32)
-    for t in range(x.shape[0]):
-        theta = np.float32(positions[t])
-        for i in range(half):
-            angle = np.float32(freq_scale) * theta
-            cos[i] = np.cos(angle)
-            sin[i] = np.sin(angle)
-            theta = np.float32(theta * theta_scale)
-        for h in range(n_heads):
-            o = h * head_dim
-            for i in range(half):
-                a, b = (o + i, o + i + half) if neox else (o + 2 * i, o + 2 * i + 1)
-                x0, x1 = x[t, a], x[t, b]
-                x[t, a] = x0 * cos[i] - x1 * sin[i]
-                x[t, b] = x0 * sin[i] + x1 * cos[i]
+    if x.shape[0] == 1:
+        cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
+        _rope_row(x[0], positions[0], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
+        return
+    for t in prange(x.shape[0]):
+        cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
+        _rope_row(x[t], positions[t], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
 
 
 @njit(cache=True, nogil=True)
@@ -201,39 +239,92 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
             out[t, h * head_dim_v + j] = acc[j] * inv
 
 
+# exp as Cephes expf: x = n ln2 + r, |r| <= ln2/2, a polynomial for e^r and n
+# added to its exponent bits, so loops over it vectorize (Numba's np.exp is a
+# scalar libm call per element; ggml's SiLU and softmax use a SIMD approximation
+# too, ggml_v_expf). Relative error < 5e-7 (tests/gguf_runtime/test_layers.py);
+# x is clamped to [-87, 88], the range where 2^n has a normal exponent.
+LOG2E, LN2_HI, LN2_LO = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath={"contract"})
+def exp_inplace(x, exponents):
+    """x = exp(x), elementwise; exponents: int32 scratch of x's length."""
+    for j in range(x.shape[0]):
+        v = min(max(x[j], np.float32(-87.0)), np.float32(88.0))
+        n = np.rint(v * LOG2E)
+        r = v - n * LN2_HI - n * LN2_LO
+        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        x[j] = p * r * r + r + np.float32(1.0)
+        exponents[j] = np.int32(n) << 23
+    bits = x.view(np.int32)
+    for j in range(x.shape[0]):
+        bits[j] += exponents[j]
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+def _softmax(row, scale, exponents):
+    """row = softmax(row * scale); exponents: int32 scratch of row's length."""
+    m = np.float32(-np.inf)
+    for j in range(row.shape[0]):
+        row[j] *= scale
+        m = max(m, row[j])
+    for j in range(row.shape[0]):
+        row[j] -= m
+    exp_inplace(row, exponents)
+    total = np.float32(0.0)
+    for j in range(row.shape[0]):
+        total += row[j]
+    inv = np.float32(1.0) / total
+    for j in range(row.shape[0]):
+        row[j] *= inv
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _masked_softmax(scores, group, first_query_pos, first_key_pos, window, scale):
+    """Softmax over the keys each query row of scores [n_kv_heads, n_queries * group,
+    n_keys] may see, zero for the others: row r is the query at first_query_pos +
+    r // group, column c the key at first_key_pos + c; causal, and within the
+    window if one is set. Callers keep every row's range inside n_keys."""
+    n_rows = scores.shape[1]
+    for i in prange(scores.shape[0] * n_rows):
+        row = scores[i // n_rows, i % n_rows]
+        p = first_query_pos + (i % n_rows) // group
+        hi = p - first_key_pos + 1
+        lo = max(0, p - window + 1 - first_key_pos) if window > 0 else 0
+        _softmax(row[lo:hi], scale, np.empty(hi - lo, np.int32))
+        row[:lo] = 0
+        row[hi:] = 0
+
+
 def attention_blas(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
                    head_dim_v, kq_scale, out):
     """attention() for batches of FA_TILE_Q or more queries, where ggml takes its
-    tiled all-f32 path: scores and weighted values by BLAS matmuls on the cached
-    keys in position order, masked for causality and the window."""
+    tiled all-f32 path: scores and weighted values by batched BLAS matmuls (all
+    heads in one call), FA_TILE_Q queries at a time over only the keys they may
+    see (causal: ~half the work of one square product at 512 tokens)."""
     n_tokens = q.shape[0]
     n_heads = q.shape[1] // head_dim_k
     group = n_heads // n_kv_heads
-    last = pos0 + n_tokens - 1
     first = max(0, pos0 - window + 1) if window > 0 else 0
-    key_pos = np.arange(first, last + 1)
-    query_pos = np.arange(pos0, last + 1)
-    delta = query_pos[:, None] - key_pos[None, :]
-    allowed = delta >= 0
-    if window > 0:
-        allowed &= delta < window
-    bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
-    cells = key_pos % n_cells
-    n_keys = cells.shape[0]
-    # all heads in three batched BLAS calls (one matmul per head was 2x slower):
-    # queries grouped by the KV head they share, [n_kv_heads, group * n_tokens, dk]
-    keys = k_cache[cells].reshape(n_keys, n_kv_heads, head_dim_k).transpose(1, 2, 0)
-    values = v_cache[cells].reshape(n_keys, n_kv_heads, head_dim_v).transpose(1, 0, 2)
-    queries = (q.reshape(n_tokens, n_kv_heads, group, head_dim_k).transpose(1, 2, 0, 3)
-               .reshape(n_kv_heads, group * n_tokens, head_dim_k))
-    scores = np.matmul(queries, keys)
-    scores *= np.float32(kq_scale)
-    scores.reshape(n_kv_heads, group, n_tokens, n_keys)[...] += bias
-    scores -= scores.max(axis=2, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=2, keepdims=True)
-    weighted = np.matmul(scores, values).reshape(n_kv_heads, group, n_tokens, head_dim_v)
-    out[...] = weighted.transpose(2, 0, 1, 3).reshape(n_tokens, n_heads * head_dim_v)
+    cells = np.arange(first, pos0 + n_tokens) % n_cells
+    # heads grouped by the KV head they share; query rows token-major within a group
+    keys = np.ascontiguousarray(k_cache[cells].reshape(-1, n_kv_heads, head_dim_k).transpose(1, 0, 2))
+    values = np.ascontiguousarray(v_cache[cells].reshape(-1, n_kv_heads, head_dim_v).transpose(1, 0, 2))
+    queries = np.ascontiguousarray(q.reshape(n_tokens, n_kv_heads, group, head_dim_k)
+                                   .transpose(1, 0, 2, 3)).reshape(n_kv_heads, -1, head_dim_k)
+    for t0 in range(0, n_tokens, FA_TILE_Q):
+        t1 = min(t0 + FA_TILE_Q, n_tokens)
+        key_lo = max(0, pos0 + t0 - window + 1 - first) if window > 0 else 0
+        key_hi = pos0 + t1 - first
+        scores = np.matmul(queries[:, t0 * group:t1 * group],
+                           keys[:, key_lo:key_hi].transpose(0, 2, 1))
+        _masked_softmax(scores, group, pos0 + t0, first + key_lo, window, np.float32(kq_scale))
+        weighted = np.matmul(scores, values[:, key_lo:key_hi])
+        out[t0:t1] = (weighted.reshape(n_kv_heads, t1 - t0, group, head_dim_v)
+                      .transpose(1, 0, 2, 3).reshape(t1 - t0, n_heads * head_dim_v))
 
 
 def _gelu_table():
@@ -259,23 +350,37 @@ def f16_bits(u):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _gated_row(gate, up, gelu, out):
+def _gelu_row(gate, up, out):
     bits = gate.view(np.uint32)
     for j in range(gate.shape[0]):
         x = gate[j]
-        if gelu:
-            if x <= -10.0:
-                a = np.float32(0.0)
-            elif x >= 10.0:
-                a = x
-            elif abs(x) < np.float32(6.103515625e-05):  # f16 subnormal: bits by value
-                sub = np.uint32(np.rint(abs(x) * np.float32(16777216.0)))
-                a = GELU_F16[((bits[j] >> 16) & 0x8000) | sub]
-            else:
-                a = GELU_F16[f16_bits(bits[j])]
+        if x <= -10.0:
+            a = np.float32(0.0)
+        elif x >= 10.0:
+            a = x
+        elif abs(x) < np.float32(6.103515625e-05):  # f16 subnormal: bits by value
+            sub = np.uint32(np.rint(abs(x) * np.float32(16777216.0)))
+            a = GELU_F16[((bits[j] >> 16) & 0x8000) | sub]
         else:
-            a = x / (np.float32(1.0) + np.exp(-x))
+            a = GELU_F16[f16_bits(bits[j])]
         out[j] = a * up[j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _silu_row(gate, up, out, exponents):
+    for j in range(gate.shape[0]):
+        out[j] = -gate[j]
+    exp_inplace(out, exponents)
+    for j in range(gate.shape[0]):
+        out[j] = gate[j] / (np.float32(1.0) + out[j]) * up[j]
+
+
+@njit(cache=True, nogil=True)
+def _gated_row(gate, up, gelu, out):
+    if gelu:
+        _gelu_row(gate, up, out)
+    else:
+        _silu_row(gate, up, out, np.empty(gate.shape[0], np.int32))
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -1,5 +1,6 @@
 """Layer kernels against numpy formulations of ggml's rules."""
 import numpy as np
+import pytest
 
 from gguf_runtime import layers
 
@@ -39,16 +40,28 @@ def test_f16_round_matches_numpy():
     np.testing.assert_array_equal(cache[:, 0], x.astype(np.float16).astype(np.float32))
 
 
-def test_blas_attention_equals_kernel_in_f32():
-    """The two attention paths agree (the kernel's f16 rounding aside) on a ring
-    that wrapped, with a window."""
+@pytest.mark.parametrize("n, window, pos0", [(64, 12, 70), (150, 0, 0), (150, 40, 30)])
+def test_blas_attention_equals_kernel_in_f32(n, window, pos0):
+    """The two attention paths agree (the kernel's f16 rounding aside): on a ring
+    that wrapped, with a window; over several FA_TILE_Q chunks, the last partial."""
     rng = np.random.default_rng(2)
-    n_cells, window, pos0, n = 40, 12, 70, 64
+    n_cells = 40 if window else pos0 + n
     k = rng.standard_normal((n_cells, 2 * 16)).astype(np.float32)
     v = rng.standard_normal((n_cells, 2 * 16)).astype(np.float32)
     q = rng.standard_normal((n, 4 * 16)).astype(np.float32)
     a = np.zeros((n, 64), np.float32)
     b = np.zeros((n, 64), np.float32)
+    if window:
+        n_cells = window + n  # the ring of a windowed cache holds window + batch cells
+        k, v = (np.resize(t, (n_cells, 32)) for t in (k, v))
     layers.attention(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), a)
     layers.attention_blas(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), b)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_vectorized_exp_within_5e7_of_exact():
+    x = np.concatenate([np.linspace(-87, 88, 2_000_001, dtype=np.float32), np.float32([0, -0.0])])
+    y = x.copy()
+    layers.exp_inplace(y, np.empty(y.size, np.int32))
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(y - exact) / exact) < 5e-7
