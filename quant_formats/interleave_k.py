@@ -35,13 +35,21 @@ def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
                     for half in range(2):
                         sum_lo[:] = 0
                         sum_hi[:] = 0
-                        for j in range(16 * half, 16 * half + 16):
-                            x_lo = np.int16(qs[t, b * 256 + 64 * c + j])
-                            x_hi = np.int16(qs[t, b * 256 + 64 * c + 32 + j])
-                            q = q_w[g, b, 32 * c + j]
+                        for j in range(16 * half, 16 * half + 16, 4):  # 4 per pass, as
+                            o = b * 256 + 64 * c + j                    # interleave.nibble_matmul
+                            lo0, lo1, lo2, lo3 = qs[t, o], qs[t, o + 1], qs[t, o + 2], qs[t, o + 3]
+                            hi0, hi1, hi2, hi3 = qs[t, o + 32], qs[t, o + 33], qs[t, o + 34], qs[t, o + 35]
+                            k = 32 * c + j
+                            q0, q1, q2, q3 = q_w[g, b, k], q_w[g, b, k + 1], q_w[g, b, k + 2], q_w[g, b, k + 3]
                             for r in range(n_rows):
-                                sum_lo[r] = np.int16(sum_lo[r] + np.int16(q[r] & 15) * x_lo)
-                                sum_hi[r] = np.int16(sum_hi[r] + np.int16(q[r] >> 4) * x_hi)
+                                sum_lo[r] = np.int16(sum_lo[r] + np.int16(q0[r] & 15) * np.int16(lo0)
+                                                     + np.int16(q1[r] & 15) * np.int16(lo1)
+                                                     + np.int16(q2[r] & 15) * np.int16(lo2)
+                                                     + np.int16(q3[r] & 15) * np.int16(lo3))
+                                sum_hi[r] = np.int16(sum_hi[r] + np.int16(q0[r] >> 4) * np.int16(hi0)
+                                                     + np.int16(q1[r] >> 4) * np.int16(hi1)
+                                                     + np.int16(q2[r] >> 4) * np.int16(hi2)
+                                                     + np.int16(q3[r] >> 4) * np.int16(hi3))
                         sc_lo, sc_hi = sc_w[g, b, 2 * c], sc_w[g, b, 2 * c + 1]
                         for r in range(n_rows):
                             isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
@@ -100,11 +108,15 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
                 isum[:] = 0
                 for sub in range(sc_w.shape[2]):
                     sub_sum[:] = 0
-                    for j in range(sub * sub_len, (sub + 1) * sub_len):
-                        x = np.int32(qs[t, b * block + j])
-                        v = v_w[g, b, j]
+                    # four values per pass over the rows (sub_len is a multiple of 4;
+                    # one per pass loads and stores the sums 4x as often: slower)
+                    for j in range(sub * sub_len, (sub + 1) * sub_len, 4):
+                        o = b * block + j
+                        x0, x1, x2, x3 = qs[t, o], qs[t, o + 1], qs[t, o + 2], qs[t, o + 3]
+                        v0, v1, v2, v3 = v_w[g, b, j], v_w[g, b, j + 1], v_w[g, b, j + 2], v_w[g, b, j + 3]
                         for r in range(n_rows):
-                            sub_sum[r] += np.int32(v[r]) * x
+                            sub_sum[r] += (np.int32(v0[r]) * np.int32(x0) + np.int32(v1[r]) * np.int32(x1)
+                                           + np.int32(v2[r]) * np.int32(x2) + np.int32(v3[r]) * np.int32(x3))
                     sc = sc_w[g, b, sub]
                     for r in range(n_rows):
                         isum[r] += np.int32(sc[r]) * sub_sum[r]
