@@ -51,6 +51,17 @@ class GGUFTensor:
         flat = np.frombuffer(self._mapping, np.uint8, self.nbytes, self.offset)
         return flat.reshape(rows, self.nbytes // rows)
 
+    def release_pages(self, start: int, stop: int):
+        """Drop the mapped pages holding bytes [start, stop) of this tensor from RSS
+        (re-read from disk if used again; a page shared with a neighbour is dropped
+        too, and re-read the same way); a no-op where mmap has no madvise."""
+        if not (hasattr(self._mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED")):
+            return
+        first = (self.offset + max(0, start)) // mmap.PAGESIZE * mmap.PAGESIZE
+        end = self.offset + min(stop, self.nbytes)
+        if end > first:
+            self._mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
+
     def __repr__(self):
         return f"GGUFTensor({self.name!r}, {self.type.name}, {self.shape})"
 
