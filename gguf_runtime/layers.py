@@ -217,7 +217,7 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
         lanes = np.empty(64, np.float32)
         p = pos0 + t
         first = max(0, p - window + 1) if window > 0 else 0
-        m = -np.inf
+        m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
         total = np.float32(0.0)
         for kp in range(first, p + 1):
             c = kp % n_cells
