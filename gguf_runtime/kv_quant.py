@@ -183,7 +183,7 @@ def attention_quantized(q, q_qs, q_d, k_f16, k_q8, v_f16, v_q8, pos0, n_cells, w
         acc = out[t, h * head_dim_v:(h + 1) * head_dim_v]
         acc[:] = 0
         p = pos0 + t
-        m = np.float32(-np.inf)  # float, as ggml (layers.attention)
+        m = -np.inf
         total = np.float32(0.0)
         for kp in range(max(0, p - window + 1) if window > 0 else 0, p + 1):
             c = kp % n_cells
