@@ -43,22 +43,9 @@ def _rms_norm_row(x, weight, eps, out):
     the row on its own. ggml-cpu/ops.cpp rms_norm_f32: squares summed in double,
     scale in float."""
     width = weight.shape[0]
-    lanes = np.empty(8, np.float64)
     for o in range(0, x.shape[0], width):
-        # 8 double partial sums instead of ggml's one running sum: the rounding
-        # of a double sum of float squares is far below float's, and the chain of
-        # one double add per element was 4x slower
-        for k in range(8):
-            lanes[k] = 0.0
-        n_main = width - width % 8
-        for i in range(0, n_main, 8):
-            for k in range(8):
-                v = x[o + i + k]
-                lanes[k] += np.float64(v * v)
         acc = 0.0
-        for k in range(8):
-            acc += lanes[k]
-        for j in range(n_main, width):
+        for j in range(width):
             v = x[o + j]
             acc += np.float64(v * v)
         mean = np.float32(acc / width)
@@ -389,7 +376,8 @@ def _gated_row(gate, up, gelu, out):
 
 @njit(cache=True, nogil=True, parallel=True)
 def gated_activation(gate, up, gelu, out):
-    """out = act(gate) * up. SiLU as ggml_silu_f32; GELU (tanh form) through
+    """out = act(gate) * up. SiLU x / (1 + exp(-x)) with exp_inplace (ggml's AVX
+    SiLU, ggml_v_silu, approximates exp as well); GELU (tanh form) through
     ggml's f16 lookup table: the table entry of the f16-rounded input
     (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16).
     One token runs outside the parallel region (its launch costs more than it saves)."""
