@@ -12,6 +12,8 @@ as a kernel of its own with int16 sums, measured).
 import numpy as np
 from numba import njit, prange
 
+from .interleave import add_nibble_products
+
 
 @njit(cache=True, nogil=True, parallel=True)
 def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
@@ -35,21 +37,9 @@ def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
                     for half in range(2):
                         sum_lo[:] = 0
                         sum_hi[:] = 0
-                        for j in range(16 * half, 16 * half + 16, 4):  # 4 per pass, as
-                            o = b * 256 + 64 * c + j                    # interleave.nibble_matmul
-                            lo0, lo1, lo2, lo3 = qs[t, o], qs[t, o + 1], qs[t, o + 2], qs[t, o + 3]
-                            hi0, hi1, hi2, hi3 = qs[t, o + 32], qs[t, o + 33], qs[t, o + 34], qs[t, o + 35]
-                            k = 32 * c + j
-                            q0, q1, q2, q3 = q_w[g, b, k], q_w[g, b, k + 1], q_w[g, b, k + 2], q_w[g, b, k + 3]
-                            for r in range(n_rows):
-                                sum_lo[r] = np.int16(sum_lo[r] + np.int16(q0[r] & 15) * np.int16(lo0)
-                                                     + np.int16(q1[r] & 15) * np.int16(lo1)
-                                                     + np.int16(q2[r] & 15) * np.int16(lo2)
-                                                     + np.int16(q3[r] & 15) * np.int16(lo3))
-                                sum_hi[r] = np.int16(sum_hi[r] + np.int16(q0[r] >> 4) * np.int16(hi0)
-                                                     + np.int16(q1[r] >> 4) * np.int16(hi1)
-                                                     + np.int16(q2[r] >> 4) * np.int16(hi2)
-                                                     + np.int16(q3[r] >> 4) * np.int16(hi3))
+                        for j in range(16 * half, 16 * half + 16, 4):
+                            add_nibble_products(sum_lo, sum_hi, q_w[g, b], 32 * c + j, qs[t],
+                                                b * 256 + 64 * c + j, 32)
                         sc_lo, sc_hi = sc_w[g, b, 2 * c], sc_w[g, b, 2 * c + 1]
                         for r in range(n_rows):
                             isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
