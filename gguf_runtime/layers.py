@@ -232,8 +232,8 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
 
 # exp as Cephes expf: x = n ln2 + r, |r| <= ln2/2, a polynomial for e^r and n
 # added to its exponent bits, so loops over it vectorize (Numba's np.exp is a
-# scalar libm call per element; ggml's SiLU and softmax use a SIMD approximation
-# too, ggml_v_expf). Relative error < 5e-7 (tests/gguf_runtime/test_layers.py);
+# scalar libm call per element; ggml's softmax uses a SIMD approximation too,
+# ggml_v_expf). Relative error < 5e-7 (tests/gguf_runtime/test_layers.py);
 # x is clamped to [-87, 88], the range where 2^n has a normal exponent.
 LOG2E, LN2_HI, LN2_LO = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
 _P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
@@ -358,12 +358,10 @@ def _gelu_row(gate, up, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _silu_row(gate, up, out, exponents):
+def _silu_row(gate, up, out):
     for j in range(gate.shape[0]):
-        out[j] = -gate[j]
-    exp_inplace(out, exponents)
-    for j in range(gate.shape[0]):
-        out[j] = gate[j] / (np.float32(1.0) + out[j]) * up[j]
+        x = gate[j]
+        out[j] = x / (np.float32(1.0) + np.exp(-x)) * up[j]
 
 
 @njit(cache=True, nogil=True)
@@ -371,13 +369,14 @@ def _gated_row(gate, up, gelu, out):
     if gelu:
         _gelu_row(gate, up, out)
     else:
-        _silu_row(gate, up, out, np.empty(gate.shape[0], np.int32))
+        _silu_row(gate, up, out)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def gated_activation(gate, up, gelu, out):
-    """out = act(gate) * up. SiLU x / (1 + exp(-x)) with exp_inplace (ggml's AVX
-    SiLU, ggml_v_silu, approximates exp as well); GELU (tanh form) through
+    """out = act(gate) * up. SiLU x / (1 + exp(-x)) with libm's expf (exp_inplace
+    there turned SmolLM2's greedy answer to the README prompt away from llama.cpp's
+    at a near-tie); GELU (tanh form) through
     ggml's f16 lookup table: the table entry of the f16-rounded input
     (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16).
     One token runs outside the parallel region (its launch costs more than it saves)."""
