@@ -33,6 +33,11 @@ _SCALARS = {
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
+def _can_drop_pages(mapping) -> bool:
+    """madvise(MADV_DONTNEED) exists here (not on Windows)."""
+    return hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+
+
 class GGUFTensor:
     """One tensor: name, GGML type, numpy-order shape, and its bytes as a view."""
 
@@ -55,7 +60,7 @@ class GGUFTensor:
         """Drop the mapped pages holding bytes [start, stop) of this tensor from RSS
         (re-read from disk if used again; a page shared with a neighbour is dropped
         too, and re-read the same way); a no-op where mmap has no madvise."""
-        if not (hasattr(self._mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED")):
+        if not _can_drop_pages(self._mapping):
             return
         first = (self.offset + max(0, start)) // mmap.PAGESIZE * mmap.PAGESIZE
         end = self.offset + min(stop, self.nbytes)
@@ -316,7 +321,7 @@ class GGUFFile:
         """Drop the mapped pages from RSS (the kernel re-reads them from disk if used
         again); a no-op where mmap has no madvise (Windows)."""
         for part in self._parts:
-            if hasattr(part.mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            if _can_drop_pages(part.mapping):
                 part.mapping.madvise(mmap.MADV_DONTNEED)
 
     def close(self):

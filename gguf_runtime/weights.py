@@ -110,12 +110,12 @@ class FusedMatrix:
         self.qtype, self.act_type = parts[0].qtype, parts[0].act_type
         self.n_out = sum(p.n_out for p in parts)
         self.packed = tuple(np.concatenate([p.packed[i] for p in parts])
-                            if isinstance(field, np.ndarray) and field.size else field
+                            if _is_rows_field(field) else field
                             for i, field in enumerate(parts[0].packed))
         first = 0
         for p in parts:
             groups = slice(first, first + p.n_out // interleave.ROWS)
-            p.packed = tuple(f[groups] if isinstance(f, np.ndarray) and f.size else f
+            p.packed = tuple(f[groups] if _is_rows_field(f) else f
                              for f in self.packed)
             first = groups.stop
         biases = [p.bias if p.bias is not None else np.zeros(p.n_out, np.float32)

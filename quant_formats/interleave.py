@@ -90,6 +90,18 @@ def add_nibble_products(sum_lo, sum_hi, q_block, k, x, o, hi):
                              + np.int16(q3[r] >> 4) * np.int16(hi3))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def add_int8_products(isum, q_block, k, x, o):
+    """isum[r] += sum over i < 4 of q_block[k + i, r] * x[o + i], in int32: four int8
+    values per pass over the rows (one per pass loads and stores the sums four
+    times as often: 1.3-1.5x slower, measured)."""
+    x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]
+    q0, q1, q2, q3 = q_block[k], q_block[k + 1], q_block[k + 2], q_block[k + 3]
+    for r in range(isum.shape[0]):
+        isum[r] += (np.int32(q0[r]) * np.int32(x0) + np.int32(q1[r]) * np.int32(x1)
+                    + np.int32(q2[r]) * np.int32(x2) + np.int32(q3[r]) * np.int32(x3))
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0 and Q4_1 on the interleaved layout, the same integer sums and

@@ -12,7 +12,7 @@ as a kernel of its own with int16 sums, measured).
 import numpy as np
 from numba import njit, prange
 
-from .interleave import add_nibble_products
+from .interleave import add_int8_products, add_nibble_products
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -98,15 +98,8 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
                 isum[:] = 0
                 for sub in range(sc_w.shape[2]):
                     sub_sum[:] = 0
-                    # four values per pass over the rows (sub_len is a multiple of 4;
-                    # one per pass loads and stores the sums 4x as often: slower)
-                    for j in range(sub * sub_len, (sub + 1) * sub_len, 4):
-                        o = b * block + j
-                        x0, x1, x2, x3 = qs[t, o], qs[t, o + 1], qs[t, o + 2], qs[t, o + 3]
-                        v0, v1, v2, v3 = v_w[g, b, j], v_w[g, b, j + 1], v_w[g, b, j + 2], v_w[g, b, j + 3]
-                        for r in range(n_rows):
-                            sub_sum[r] += (np.int32(v0[r]) * np.int32(x0) + np.int32(v1[r]) * np.int32(x1)
-                                           + np.int32(v2[r]) * np.int32(x2) + np.int32(v3[r]) * np.int32(x3))
+                    for j in range(sub * sub_len, (sub + 1) * sub_len, 4):  # sub_len % 4 == 0
+                        add_int8_products(sub_sum, v_w[g, b], j, qs[t], b * block + j)
                     sc = sc_w[g, b, sub]
                     for r in range(n_rows):
                         isum[r] += np.int32(sc[r]) * sub_sum[r]
