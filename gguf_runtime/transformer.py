@@ -10,7 +10,7 @@ import numpy as np
 
 from quant_formats import q8_0
 
-from . import kv_quant, layers
+from . import decode, kv_quant, layers
 from .config import ModelConfig
 from .errors import ModelError
 from .kv_cache import KVCache
@@ -89,6 +89,9 @@ class Transformer:
                                          k_rot=self.k_rot)
                        for i in range(cfg.n_layer)]
         self.n_past = 0
+        # one token runs a layer in one Numba call where it can (decode.py)
+        self.decode_plans = decode.layer_plans(self)
+        self._batch_plans = [None] * cfg.n_layer
 
     # --- cache management -----------------------------------------------------
 
@@ -150,7 +153,11 @@ class Transformer:
         positions = np.arange(n_past, n_past + n, dtype=np.int64)
         xb = st.xb[:n]  # each sub-layer's normed input, written by the one before
         layers.rms_norm(x, self.weights.layers[0].attn_norm, cfg.norm_eps, xb)
-        for il in range(cfg.n_layer):
+        for il, plan in enumerate(self.decode_plans if n == 1 else self._batch_plans):
+            if plan is not None:
+                decode.decode_layer(*plan, n_past)
+                self.caches[il].length = n_past + 1
+                continue
             self._attention_block(il, x, positions)
             following = (self.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
                          else self.weights.output_norm)

@@ -18,7 +18,7 @@ BLOCK_SIZE = 32
 
 
 @njit(cache=True, nogil=True)
-def _block_sums(x, qs, s):
+def block_sums(x, qs, s):
     for t in range(qs.shape[0]):
         for b in range(s.shape[1]):
             total = 0
@@ -38,7 +38,7 @@ def empty(n_tokens, n_in):
 def quantize(x, out=None):
     qs, d, s = out if out is not None else empty(*x.shape)
     _quantize_q8_0_rows(x, qs, d)
-    _block_sums(x, qs, s)
+    block_sums(x, qs, s)
     return qs, d, s
 
 

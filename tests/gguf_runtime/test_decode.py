@@ -1,0 +1,87 @@
+"""gguf_runtime/decode.py: one token's layer in one Numba call gives the batch
+path's logits bit for bit, for every architecture and decode layout."""
+import numpy as np
+import pytest
+
+import quant_formats
+from gguf_runtime import decode
+from gguf_runtime.quantize import quantize_model
+from gguf_runtime.quantize_mix import Options
+from gguf_runtime.reader import GGUFFile
+from gguf_runtime.transformer import Transformer
+from tiny_models import TINY, random_weights, write_gguf
+
+# 256-wide rows, so the K-quant and IQ4_XS blocks fit (the tiny models are 64 wide)
+WIDE = dict(n_embd=256, head_dim=64, n_ff=256)
+# file types whose tensors cover the four decode kernels and three activation formats
+FILE_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "IQ4_NL", "Q4_K_M", "Q6_K", "IQ4_XS"]
+
+
+@pytest.fixture(scope="module")
+def wide_f32(tmp_path_factory):
+    """arch -> a 256-wide variant of its tiny model, as F32 GGUF."""
+    paths = {}
+    for arch in sorted(TINY):
+        saved = TINY[arch]
+        TINY[arch] = dict(saved, **WIDE)
+        try:
+            path = tmp_path_factory.mktemp(arch) / f"{arch}-f32.gguf"
+            paths[arch] = write_gguf(arch, path, random_weights(arch))
+        finally:
+            TINY[arch] = saved
+    return paths
+
+
+def test_every_decode_layout_maps_to_its_module_kernel():
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((64, 256)).astype(np.float32)
+    packable = [q for q in quant_formats.ALL_FORMATS if hasattr(quant_formats.get(q), "pack")]
+    assert len(packable) >= 9
+    for qtype in packable:
+        fmt = quant_formats.get(qtype)
+        imatrix = np.ones(256, np.float32)  # IQ2_XXS needs one
+        packed = quant_formats.pack(quant_formats.quantize(rows, qtype, imatrix), qtype)
+        assert decode.KERNELS_BY_ARITY[len(packed)] is fmt.packed_matmul, qtype.name
+        assert fmt.VEC_DOT_TYPE.name in decode.ACT_KINDS
+
+
+def _run(tr, ids, n_prefill):
+    """Logits of a prefill of n_prefill tokens, then of each later token alone."""
+    tr.truncate(0)
+    out = [tr.forward(ids[:n_prefill], 0).copy()]
+    out += [tr.forward(ids[p:p + 1], p).copy() for p in range(n_prefill, len(ids))]
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("file_type", FILE_TYPES)
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_decode_layer_equals_batch_path(wide_f32, tmp_path, arch, file_type):
+    """30 tokens, batches of 4: gemma3's sliding layers keep a ring of 8 + 4 rows,
+    so decode wraps it twice. A layer with a matrix lacking a decode layout (the
+    Q5_K attn_v of some mixes) runs the batch path between planned ones."""
+    path = tmp_path / f"{arch}-{file_type}.gguf"
+    quantize_model(wide_f32[arch], path, file_type, Options(file_type), quiet=True)
+    ids = np.random.default_rng(3).integers(0, 128, 30).astype(np.int32)
+    with GGUFFile(path) as f:
+        tr = Transformer(f, n_ctx=64, n_batch=4)
+        plans = tr.decode_plans
+        packed = [all(m.packed is not None for m in (w.wq, w.wk, w.wv, w.wo, w.ffn_gate,
+                                                     w.ffn_up, w.ffn_down))
+                  for w in tr.weights.layers]
+        assert [plan is not None for plan in plans] == packed
+        fast = _run(tr, ids, 4)
+        tr.decode_plans = [None] * len(plans)
+        batch = _run(tr, ids, 4)
+    assert np.isfinite(fast).all()
+    assert np.array_equal(fast, batch)
+
+
+def test_f32_matrices_and_q8_0_caches_take_the_batch_path(wide_f32, tmp_path):
+    """Only layers whose matrices all have a decode layout, with f16 caches, get a plan."""
+    with GGUFFile(wide_f32["llama"]) as f:
+        assert Transformer(f, n_ctx=16).decode_plans == [None, None]
+    path = tmp_path / "q4_0.gguf"
+    quantize_model(wide_f32["llama"], path, "Q4_0", Options("Q4_0"), quiet=True)
+    with GGUFFile(path) as f:
+        assert None not in Transformer(f, n_ctx=16).decode_plans
+        assert Transformer(f, n_ctx=16, cache_type_v="q8_0").decode_plans == [None, None]
