@@ -11,7 +11,7 @@ results are bit-identical to the batch path (tests/gguf_runtime/test_decode.py).
 It runs layers whose matrices all have a decode layout, with f16 caches (q8_0
 caches take the batch path: their Hadamard rotations and quantized attention).
 The matmul kernel is chosen when decode_layer is compiled, from the layout's
-tuple type (matvec's overload below); a model whose layers mix formats compiles
+tuple type (matvec's overload below: dtypes and ranks of its arrays); a model whose layers mix formats compiles
 one specialization per combination, each cached.
 """
 import numpy as np
@@ -27,14 +27,27 @@ from . import layers
 ACT_KINDS = {"Q8_0": 0, "Q8_1": 1, "Q8_K": 2}
 
 # Decode layout (quant_formats/__init__.py pack) -> its kernel, told apart by the
-# number of arrays in the layout; tests/gguf_runtime/test_decode.py checks every
-# packable format's layout maps to the kernel its module names.
-KERNELS_BY_ARITY = {
-    2: q8_0.packed_matmul,                   # d_w, q_w (Q8_0, Q5_0, IQ4_NL)
-    3: interleave_k.int8_subblocks_matmul,   # d_w, sc_w, v_w (Q6_K, IQ4_XS, IQ2_XXS)
-    4: interleave.nibble_matmul,             # d_w, m_w, q_w, offset (Q4_0, Q4_1)
-    5: interleave_k.q4_k_matmul,             # d_w, dmin_w, sc_w, mn_w, q_w (Q4_K)
+# dtype and rank of each array in the layout (layout_key); tests/gguf_runtime/
+# test_decode.py checks every packable format's layout maps to its module's kernel.
+F32_3, I8_4, U8_4 = ("float32", 3), ("int8", 4), ("uint8", 4)
+KERNELS = {
+    (F32_3, I8_4): q8_0.packed_matmul,                        # Q8_0, Q5_0, IQ4_NL
+    (F32_3, I8_4, I8_4): interleave_k.int8_subblocks_matmul,  # Q6_K, IQ4_XS, IQ2_XXS
+    (F32_3, F32_3, U8_4, "int"): interleave.nibble_matmul,    # Q4_0, Q4_1
+    (F32_3, F32_3, U8_4, U8_4, U8_4): interleave_k.q4_k_matmul,           # Q4_K
+    (F32_3, F32_3, U8_4, U8_4, I8_4): interleave_k.int8_scale_min_matmul,  # Q5_K
 }
+
+
+def layout_key(packed):
+    """KERNELS' key of a layout tuple (numpy arrays and ints)."""
+    return tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int" for a in packed)
+
+
+def _numba_layout_key(tuple_type):
+    """layout_key of a layout as Numba types it (when decode_layer compiles)."""
+    return tuple((str(t.dtype), t.ndim) if isinstance(t, types.Array) else "int"
+                 for t in tuple_type)
 
 
 @njit(cache=True, nogil=True)
@@ -57,7 +70,7 @@ def matvec(spec, x):
 def _matvec_impl(spec, x):
     if isinstance(spec, types.NoneType):
         return lambda spec, x: None
-    kernel = KERNELS_BY_ARITY[len(spec.types[0])]
+    kernel = KERNELS[_numba_layout_key(spec.types[0])]
 
     def impl(spec, x):
         packed, kind, qs, d, sums, bias, out = spec

@@ -80,6 +80,60 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
 
 
 @njit(cache=True, nogil=True, parallel=True)
+def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
+    """Q5_K: q4_k_matmul's scales, mins and float steps over int8 values (the 5-bit
+    levels 0..31, unpacked at load: v_w int8 [groups, blocks, 256, ROWS], weight order).
+    Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums)), the sums
+    exact in int32 as ggml_vec_dot_q5_K_q8_K's."""
+    n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
+    for g in prange(v_w.shape[0]):
+        acc = np.empty(n_rows, np.float32)
+        isum = np.empty(n_rows, np.int32)
+        msum = np.empty(n_rows, np.int32)
+        sub_sum = np.empty(n_rows, np.int32)
+        for t in range(qs.shape[0]):
+            acc[:] = 0
+            for b in range(n_blocks):
+                isum[:] = 0
+                msum[:] = 0
+                for sub in range(8):
+                    sub_sum[:] = 0
+                    for j in range(32 * sub, 32 * sub + 32, 4):
+                        add_int8_products(sub_sum, v_w[g, b], j, qs[t], b * 256 + j)
+                    sc, m = sc_w[g, b, sub], mn_w[g, b, sub]
+                    bsum = np.int32(sums[t, b * 16 + 2 * sub] + sums[t, b * 16 + 2 * sub + 1])
+                    for r in range(n_rows):
+                        isum[r] += np.int32(sc[r]) * sub_sum[r]
+                        msum[r] += np.int32(m[r]) * bsum
+                scale, d_b, dmin_b = d[t, b], d_w[g, b], dmin_w[g, b]
+                for r in range(n_rows):
+                    acc[r] += scale * (d_b[r] * np.float32(isum[r])
+                                       - dmin_b[r] * np.float32(msum[r]))
+            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                out[t, g * n_rows + r] = acc[r]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def int8_scale_min_dequantize(d_w, dmin_w, sc_w, mn_w, v_w, g0, out_t):
+    """Groups g0.. of int8_scale_min_matmul's layout -> f32 out_t [n, k * ROWS] (rows
+    as columns), in dequantize_rows' float order: (d * sc) * q - dmin * m."""
+    n_rows = v_w.shape[3]
+    for i in prange(out_t.shape[1] // n_rows):
+        g = g0 + i
+        scale = np.empty(n_rows, np.float32)
+        minimum = np.empty(n_rows, np.float32)
+        for b in range(v_w.shape[1]):
+            for sub in range(8):
+                for r in range(n_rows):
+                    scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+                    minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+                for j in range(32 * sub, 32 * sub + 32):
+                    v, dst = v_w[g, b, j], out_t[b * 256 + j, i * n_rows:(i + 1) * n_rows]
+                    for r in range(n_rows):
+                        dst[r] = scale[r] * np.float32(v[r]) - minimum[r]
+
+
+@njit(cache=True, nogil=True, parallel=True)
 def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     """Blocks held as int8 values with one int8 scale per sub-block (Q6_K: q - 32 and
     a scale per 16; IQ4_XS: kvalues and ls - 32 per 32; IQ2_XXS): d_w f32 [groups,

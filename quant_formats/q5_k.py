@@ -14,6 +14,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from . import interleave, interleave_k
 from .common import f16_at
 from .kquant_common import scale_min_k4, scale_min_k4_reference
 from .kquant_scale_min import scale_min_block, scale_min_scratch
@@ -33,11 +34,17 @@ def dequantize_reference(blocks):
     sc, mn = scale_min_k4_reference(blocks["scales"])
     d = blocks["d"].astype(np.float32)[:, None] * sc.astype(np.float32)
     dm = blocks["dmin"].astype(np.float32)[:, None] * mn.astype(np.float32)
+    q = levels(blocks).reshape(n, 8, 32).astype(np.float32)
+    return (d[:, :, None] * q - dm[:, :, None]).reshape(n, 256)
+
+
+def levels(blocks):
+    """The 5-bit levels 0..31 of each block, uint8 [n, 256] in weight order."""
+    n = len(blocks)
     qs = blocks["qs"].reshape(n, 4, 1, 32)
     low = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(n, 8, 32)
     high = (blocks["qh"][:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1
-    q = (low | (high << 4)).astype(np.float32)
-    return (d[:, :, None] * q - dm[:, :, None]).reshape(n, 256)
+    return (low | (high << 4)).reshape(n, 256)
 
 
 @njit(cache=True, nogil=True)
@@ -111,6 +118,27 @@ def matmul_kernel(w, qs, d, sums, out):
     for r in prange(w.shape[0]):
         for t in range(qs.shape[0]):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
+
+
+# --- decode layout (interleave.py, interleave_k.py) ---------------------------
+
+def pack(w):
+    """(d, dmin f32, scales and mins unpacked to uint8 [groups, blocks, 8, ROWS], the
+    levels as int8 [groups, blocks, 256, ROWS]): 280 bytes per block against 176, for
+    a kernel of int8 products (unpacking the fifth bit per weight in the kernel would
+    be scalar shifts, as Q6_K's tops)."""
+    blocks = w.reshape(-1).view(BLOCK_DTYPE)
+    sc, mn = scale_min_k4_reference(blocks["scales"])
+    n_out = w.shape[0]
+    values = levels(blocks).reshape(n_out, -1)
+    return (interleave.pack_f16(w, _TYPE_SIZE, 0), interleave.pack_f16(w, _TYPE_SIZE, 2),
+            interleave.pack_bytes(sc.reshape(n_out, -1), 8, 0, 8),
+            interleave.pack_bytes(mn.reshape(n_out, -1), 8, 0, 8),
+            interleave.pack_bytes(values, 256, 0, 256).view(np.int8))
+
+
+packed_matmul = interleave_k.int8_scale_min_matmul
+packed_dequantize = interleave_k.int8_scale_min_dequantize
 
 
 def quantize_blocks(x, imatrix):

@@ -1,7 +1,10 @@
 """gguf_runtime/decode.py: one token's layer in one Numba call gives the batch
 path's logits bit for bit, for every architecture and decode layout."""
+import re
+
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as T
 
 import quant_formats
 from gguf_runtime import decode
@@ -14,7 +17,14 @@ from tiny_models import TINY, random_weights, write_gguf
 # 256-wide rows, so the K-quant and IQ4_XS blocks fit (the tiny models are 64 wide)
 WIDE = dict(n_embd=256, head_dim=64, n_ff=256)
 # file types whose tensors cover the four decode kernels and three activation formats
-FILE_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "IQ4_NL", "Q4_K_M", "Q6_K", "IQ4_XS"]
+FILE_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "IQ4_NL", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_XS",
+              "Q4_0+Q5_1"]  # layer 1's ffn_down in Q5_1, a format without a decode layout
+
+
+def _options(file_type):
+    if file_type == "Q4_0+Q5_1":
+        return Options("Q4_0", tensor_types=[(re.compile(r"blk\.1\.ffn_down"), T.Q5_1)])
+    return Options(file_type)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +46,12 @@ def test_every_decode_layout_maps_to_its_module_kernel():
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((64, 256)).astype(np.float32)
     packable = [q for q in quant_formats.ALL_FORMATS if hasattr(quant_formats.get(q), "pack")]
-    assert len(packable) >= 9
+    assert len(packable) >= 10
     for qtype in packable:
         fmt = quant_formats.get(qtype)
         imatrix = np.ones(256, np.float32)  # IQ2_XXS needs one
         packed = quant_formats.pack(quant_formats.quantize(rows, qtype, imatrix), qtype)
-        assert decode.KERNELS_BY_ARITY[len(packed)] is fmt.packed_matmul, qtype.name
+        assert decode.KERNELS[decode.layout_key(packed)] is fmt.packed_matmul, qtype.name
         assert fmt.VEC_DOT_TYPE.name in decode.ACT_KINDS
 
 
@@ -57,10 +67,11 @@ def _run(tr, ids, n_prefill):
 @pytest.mark.parametrize("arch", sorted(TINY))
 def test_decode_layer_equals_batch_path(wide_f32, tmp_path, arch, file_type):
     """30 tokens, batches of 4: gemma3's sliding layers keep a ring of 8 + 4 rows,
-    so decode wraps it twice. A layer with a matrix lacking a decode layout (the
-    Q5_K attn_v of some mixes) runs the batch path between planned ones."""
+    so decode wraps it twice. A layer with a matrix lacking a decode layout runs
+    the batch path between planned ones."""
     path = tmp_path / f"{arch}-{file_type}.gguf"
-    quantize_model(wide_f32[arch], path, file_type, Options(file_type), quiet=True)
+    quantize_model(wide_f32[arch], path, file_type.split("+")[0], _options(file_type),
+                   quiet=True)
     ids = np.random.default_rng(3).integers(0, 128, 30).astype(np.int32)
     with GGUFFile(path) as f:
         tr = Transformer(f, n_ctx=64, n_batch=4)
@@ -69,6 +80,7 @@ def test_decode_layer_equals_batch_path(wide_f32, tmp_path, arch, file_type):
                                                      w.ffn_up, w.ffn_down))
                   for w in tr.weights.layers]
         assert [plan is not None for plan in plans] == packed
+        assert any(packed) and (file_type != "Q4_0+Q5_1") == all(packed)
         fast = _run(tr, ids, 4)
         tr.decode_plans = [None] * len(plans)
         batch = _run(tr, ids, 4)
