@@ -5,7 +5,10 @@
 Wraps the calls the forward pass makes (matmuls by tensor role, norms, RoPE,
 attention, the output layer) with a timer, runs one warm-up and then a pp and
 a tg run, and prints ms per token (tg) and ms per batch (pp) per call kind with
-the bytes the decode matmuls read (GB/s). The wrapper costs ~1 us a call, so
+the bytes the decode matmuls read (GB/s). One token runs a layer as one call
+(decode.decode_layer), so the tg run is made twice: as it runs, and with those
+plans off, each kernel called from Python (the per-kernel view; its total
+includes the Python glue decode_layer saves). The wrapper costs ~1 us a call, so
 totals run a little above gguf-bench's.
 """
 import argparse
@@ -18,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from gguf_runtime import layers, transformer as tr, weights as wt  # noqa: E402
+from gguf_runtime import decode, layers, transformer as tr, weights as wt  # noqa: E402
 from gguf_runtime.model import Model  # noqa: E402
 
 TIMES = collections.defaultdict(float)
@@ -66,6 +69,7 @@ def _install():
                  "attention_blas"):
         setattr(layers, name, _timed(name, getattr(layers, name)))
     wt.Weights.embed = _timed("embed", wt.Weights.embed)
+    decode.decode_layer = _timed("decode_layer", decode.decode_layer)
 
 
 def _report(title, seconds, per):
@@ -94,12 +98,14 @@ def profile(path, n_prompt, n_gen, n_threads):
     t0 = time.perf_counter()
     t.forward(ids, 0)
     _report(f"{os.path.basename(path)} pp{n_prompt}", time.perf_counter() - t0, 1)
-    t.truncate(0)
-    token = np.array([ids[0]], np.int32)
-    t0 = time.perf_counter()
-    for pos in range(n_gen):
-        token[0] = int(np.argmax(t.forward(token, pos)[0]))
-    _report(f"{os.path.basename(path)} tg{n_gen}", time.perf_counter() - t0, n_gen)
+    plans = t.decode_plans
+    for label, t.decode_plans in (("", plans), (", layers kernel by kernel", [None] * len(plans))):
+        t.truncate(0)
+        token = np.array([ids[0]], np.int32)
+        t0 = time.perf_counter()
+        for pos in range(n_gen):
+            token[0] = int(np.argmax(t.forward(token, pos)[0]))
+        _report(f"{os.path.basename(path)} tg{n_gen}{label}", time.perf_counter() - t0, n_gen)
     model.close()
 
 
