@@ -111,6 +111,15 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     weights j (low nibble) and j + 16 (high)."""
     n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
     has_min = m_w.shape[0] > 0
+    # Q4_0's offset * sum(q8) per block, once per call rather than per row group
+    # (np.empty: np.zeros here would be a parallel region of its own, one more launch)
+    x_offsets = np.empty((qs.shape[0], 0 if has_min else n_blocks), np.int32)
+    for t in range(x_offsets.shape[0]):
+        for b in range(x_offsets.shape[1]):
+            x_sum = np.int32(0)
+            for j in range(32):
+                x_sum += np.int32(qs[t, b * 32 + j])
+            x_offsets[t, b] = offset * x_sum
     for g in prange(q_w.shape[0]):
         acc = np.empty(n_rows, np.float32)
         sum_lo = np.empty(n_rows, np.int16)  # 16 nibbles * 127 fit int16: twice the
@@ -129,12 +138,10 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
                         isum = np.int32(sum_lo[r]) + np.int32(sum_hi[r])
                         acc[r] += d_b[r] * scale * np.float32(isum) + m_b[r] * s
                 else:
-                    x_sum = np.int32(0)
-                    for j in range(32):
-                        x_sum += np.int32(qs[t, b * 32 + j])
+                    x_offset = x_offsets[t, b]
                     for r in range(n_rows):
                         isum = np.int32(sum_lo[r]) + np.int32(sum_hi[r])
-                        acc[r] += d_b[r] * scale * np.float32(isum - offset * x_sum)
+                        acc[r] += d_b[r] * scale * np.float32(isum - x_offset)
             for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                 out[t, g * n_rows + r] = acc[r]
 
