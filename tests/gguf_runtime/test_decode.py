@@ -97,3 +97,19 @@ def test_f32_matrices_and_q8_0_caches_take_the_batch_path(wide_f32, tmp_path):
     with GGUFFile(path) as f:
         assert None not in Transformer(f, n_ctx=16).decode_plans
         assert Transformer(f, n_ctx=16, cache_type_v="q8_0").decode_plans == [None, None]
+
+
+def test_observers_see_one_token_forwards(wide_f32, tmp_path):
+    """gguf-imatrix's observers sit in Matrix.matmul, which decode_layer bypasses:
+    observing() turns the plans off while it lasts and back on after."""
+    from gguf_runtime.imatrix_collect import observing
+    path = tmp_path / "q4_0.gguf"
+    quantize_model(wide_f32["llama"], path, "Q4_0", Options("Q4_0"), quiet=True)
+    seen = []
+    with GGUFFile(path) as f:
+        tr = Transformer(f, n_ctx=16)
+        plans = tr.decode_plans
+        with observing(tr, lambda matrix, x: seen.append((matrix.name, x.shape[0]))):
+            tr.forward(np.array([5], np.int32), 0)
+        assert tr.decode_plans is plans and None not in plans
+    assert len(seen) == 2 * 7 and ("blk.1.ffn_down.weight", 1) in seen
