@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from gguf_runtime import decode, layers, transformer as tr, weights as wt  # noqa: E402
+from gguf_runtime import decode, flash_attention, layers, transformer as tr, weights as wt  # noqa: E402
 from gguf_runtime.model import Model  # noqa: E402
 
 TIMES = collections.defaultdict(float)
@@ -65,9 +65,9 @@ def _install():
             CALLS[role] += 1
             BYTES[role] += _matrix_bytes(self)
         cls.matmul = matmul
-    for name in ("rms_norm", "rope", "residual_norm", "gated_activation", "attention",
-                 "attention_blas"):
+    for name in ("rms_norm", "rope", "residual_norm", "gated_activation", "attention_blas"):
         setattr(layers, name, _timed(name, getattr(layers, name)))
+    flash_attention.attention = _timed("attention", flash_attention.attention)
     wt.Weights.embed = _timed("embed", wt.Weights.embed)
     decode.decode_layer = _timed("decode_layer", decode.decode_layer)
 

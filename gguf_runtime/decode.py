@@ -20,7 +20,7 @@ from numba.extending import overload
 
 from quant_formats import interleave, interleave_k, q8_0, q8_1, q8_k
 
-from . import layers
+from . import flash_attention, layers
 
 # The activation formats, as the int decode_layer branches on (a runtime value:
 # their arrays have the same types, and all three compile once).
@@ -82,14 +82,16 @@ def _matvec_impl(spec, x):
 
 
 @njit(cache=True, nogil=True)
-def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, pos):
+def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, pos,
+                 n_threads):
     """Transformer._attention_block and _ffn_block for one token at position pos.
     bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows [1, width]; q, k, v are
     views of one fused output where Q, K, V are fused, likewise gate, up) and
     positions (int64 [1], set to pos here). mats: specs (matvec) of Q, K, V, O, gate,
     up, down. norms: q_norm, k_norm, attn_post, ffn_norm, ffn_post, next_norm
     (empty where the model has none). attn: n_cells, window, n_head_kv, head_dim,
-    head_dim_v, kq_scale. rope_args: head_dim, n_rot, base, scale, neox."""
+    head_dim_v, kq_scale. rope_args: head_dim, n_rot, base, scale, neox. n_threads:
+    the caller's Numba thread count (flash_attention.attention)."""
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     positions[0] = pos
     q_norm, k_norm, attn_post, ffn_norm, ffn_post, next_norm = norms
@@ -106,9 +108,9 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
         for j in range(q.shape[1]):
             q[0, j] *= q_prescale
     n_cells = attn[0]
-    layers.store_f16(k, keys, pos, n_cells)
-    layers.store_f16(v, values, pos, n_cells)
-    layers.attention(q, keys, values, pos, *attn, att)
+    flash_attention.store_f16(k, keys, pos, n_cells)
+    flash_attention.store_f16(v, values, pos, n_cells)
+    flash_attention.attention(q, keys, values, pos, *attn, n_threads, att)
     matvec(mats[3], att)
     layers.residual_norm(x, proj, attn_post, eps, ffn_norm, xb)
     matvec(mats[4], xb)
@@ -119,7 +121,7 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
 
 
 def layer_plans(tr):
-    """decode_layer's arguments (all but pos) for each layer of Transformer tr, None
+    """decode_layer's arguments (all but pos and n_threads) for each layer of Transformer tr, None
     for a layer the batch path must run (a matrix without a decode layout), all
     None with a q8_0 cache."""
     if (tr.cache_type_k, tr.cache_type_v) != ("f16", "f16"):

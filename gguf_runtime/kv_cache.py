@@ -10,7 +10,7 @@ large n_ctx costs memory only as it is used.
 """
 import numpy as np
 
-from . import kv_quant, layers
+from . import flash_attention, kv_quant
 
 
 def _rows(n_cells, width, cache_type):
@@ -23,7 +23,7 @@ def _store(src, cache, pos0, n_cells):
     if cache.dtype == np.uint8:
         kv_quant.store_q8_0(src, cache, pos0, n_cells)
     else:
-        layers.store_f16(src, cache, pos0, n_cells)
+        flash_attention.store_f16(src, cache, pos0, n_cells)
 
 
 class KVCache:

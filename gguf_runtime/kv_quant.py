@@ -14,7 +14,7 @@ from numba import njit, prange
 from quant_formats.common import as_int8, f16_at
 from quant_formats.quantize_common import store_f16
 
-from .layers import f16_round, softmax_step
+from .flash_attention import f16_round, softmax_step
 
 CACHE_TYPES = ("f16", "q8_0")
 Q8_BLOCK, Q8_BYTES = 32, 34
@@ -165,7 +165,7 @@ def _accumulate(acc, v_f16, v_q8, c, kh, ms, vs):
 @njit(cache=True, nogil=True, parallel=True)
 def attention_quantized(q, q_qs, q_d, k_f16, k_q8, v_f16, v_q8, pos0, n_cells, window,
                         n_kv_heads, head_dim_k, head_dim_v, kq_scale, out):
-    """layers.attention when K or V is q8_0 (the empty one of each pair of caches
+    """flash_attention.attention when K or V is q8_0 (the empty one of each pair of caches
     marks the type). ggml-cpu ops.cpp flash_attn_ext_f16 takes its one-chunk path
     for every batch size then (the tiled one needs f16/f32 K and V of one type):
     with a q8_0 K, Q arrives quantized (q_qs, q_d) and scores are

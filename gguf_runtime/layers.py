@@ -1,36 +1,15 @@
-"""Numba kernels of the transformer layers: norms, RoPE, attention, gated FFN.
+"""Numba kernels of the transformer layers: norms, RoPE, batched f32 attention, gated
+FFN (flash_attention.py: the f16 attention of small batches and decode).
 
 Each kernel handles a whole batch (all tokens, all heads) in one call, so the
 forward pass makes a few calls per layer and no Python runs per head or element.
 Numerics follow ggml-cpu where they decide near-ties (sources cited per kernel).
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
-
-# ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
-# tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
-# V in f16 (ggml-cpu/common.h GGML_FA_TILE_Q).
-FA_TILE_Q = 64
-
-
-@njit(cache=True, nogil=True, inline="always")
-def f16_round(x):
-    """Round a float32 to the nearest f16 value (GGML_FP32_TO_FP16 then back).
-
-    Normal range: Veltkamp split keeps the top 11 significant bits in f32
-    arithmetic; below 2^-14 f16 spacing is the fixed 2^-24. All three cases are
-    computed and one selected, without branches, so loops over it can vectorize
-    (checked equal to numpy's float16 rounding on 2*10^7 random bit patterns)."""
-    ax = abs(x)
-    c = x * np.float32(8193.0)
-    normal = np.float32(c - (c - x))
-    tiny = np.float32(np.rint(x * np.float32(16777216.0)) / np.float32(16777216.0))
-    r = tiny if ax < np.float32(6.103515625e-05) else normal
-    return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
+from .flash_attention import FA_TILE_Q
 
 
 # One token runs these serially: a parallel region costs ~3-4 us to launch, more
@@ -121,122 +100,6 @@ def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     for t in prange(x.shape[0]):
         cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
         _rope_row(x[t], positions[t], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
-
-
-@njit(cache=True, nogil=True)
-def store_f16(src, cache, pos0, n_cells):
-    """Write row t of src, position pos0 + t, into cache row (pos0 + t) % n_cells,
-    rounded to f16."""
-    for t in range(src.shape[0]):
-        c = (pos0 + t) % n_cells
-        for j in range(src.shape[1]):
-            cache[c, j] = f16_round(src[t, j])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def dot_f16_lanes(a, b, lanes):
-    """sum(a * b) of two f16-valued f32 rows, summed in the order of ggml_vec_dot_f16
-    as built with AVX-512 (ggml-cpu/vec.cpp; simd-mappings.h: GGML_F16_STEP 64,
-    EPR 16; this machine's llama.cpp): 64 lanes accumulate every 64th product
-    (f16 products are exact in f32, so FMA and multiply-add agree), then
-    GGML_F32Cx16_REDUCE halves 64 -> 16 and _mm512_reduce_add_ps (GCC) 16 -> 1;
-    leftovers add in double. Equal scores, not just close ones: a sequential sum
-    let the qwen2-derived test model's greedy text drift from llama.cpp's (checked
-    equal to libggml-cpu's ggml_vec_dot_f16 on 6000 random rows of 64-256). The
-    lane loops vectorize: decode attention at 128 positions, 9 heads, 69 -> 54 us
-    per layer against one serial chain. lanes: f32 scratch of 64."""
-    n = a.shape[0]
-    n_main = n - n % 64
-    if n_main:  # the first 64 products set the lanes (no zeroing pass: 10% faster)
-        for j in range(64):
-            lanes[j] = a[j] * b[j]
-        for i in range(64, n_main, 64):
-            for j in range(64):
-                lanes[j] += a[i + j] * b[i + j]
-    else:
-        lanes[:] = 0
-    for j in range(32):  # constant trip counts: a loop over the widths ran 20% slower
-        lanes[j] += lanes[j + 32]
-    for j in range(16):
-        lanes[j] += lanes[j + 16]
-    for j in range(8):
-        lanes[j] += lanes[j + 8]
-    for j in range(4):
-        lanes[j] += lanes[j + 4]
-    total = np.float64((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
-    for i in range(n_main, n):
-        total += np.float64(a[i] * b[i])
-    return np.float32(total)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _dot_serial(a, b):
-    s = np.float32(0.0)
-    for j in range(a.shape[0]):
-        s += a[j] * b[j]
-    return s
-
-
-@njit(cache=True, nogil=True, inline="always")
-def softmax_step(s, m):
-    """One key of the online softmax (ggml-cpu flash attention): the factor the running
-    sums are rescaled by, the new key's weight, and the new running max."""
-    if s > m:
-        return np.float32(np.exp(m - s)), np.float32(1.0), s
-    return np.float32(1.0), np.float32(np.exp(s - m)), m
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
-              kq_scale, out):
-    """Causal attention of every query row (positions pos0..) and head over the
-    cached keys; keys live at cache row pos % n_cells. A window > 0 limits a
-    query at p to keys with p - key < window (llama-hparams.h is_masked_swa).
-    Small batches follow ggml's flash-attention one-chunk path: Q rounded to f16,
-    online softmax, V accumulated in f16; large ones its tiled path, all f32."""
-    n_tokens = q.shape[0]
-    n_heads = q.shape[1] // head_dim_k
-    group = n_heads // n_kv_heads
-    half_precision = n_tokens < FA_TILE_Q
-    # rows per KV head as C-contiguous views: k_cache[c, a:b] is typed as a strided
-    # ('A') array, whose dot product did not vectorize (4x slower, measured)
-    k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
-    v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
-    for i in prange(n_tokens * n_heads):
-        t, h = i // n_heads, i % n_heads
-        kh = h // group
-        qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
-        if half_precision:
-            for j in range(head_dim_k):
-                qh[j] = f16_round(qh[j])
-        acc = np.zeros(head_dim_v, np.float32)
-        lanes = np.empty(64, np.float32)
-        p = pos0 + t
-        first = max(0, p - window + 1) if window > 0 else 0
-        m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
-        total = np.float32(0.0)
-        for kp in range(first, p + 1):
-            c = kp % n_cells
-            krow = k_heads[c, kh]
-            if half_precision:
-                s = dot_f16_lanes(krow, qh, lanes) * kq_scale
-            else:
-                s = _dot_serial(krow, qh) * kq_scale
-            ms, vs, m = softmax_step(s, m)
-            vrow = v_heads[c, kh]
-            if half_precision:  # acc holds f16 values: times ms == 1 it needs no rounding
-                if ms != np.float32(1.0):
-                    for j in range(head_dim_v):
-                        acc[j] = f16_round(acc[j] * ms)
-                for j in range(head_dim_v):
-                    acc[j] = f16_round(acc[j] + vrow[j] * vs)
-            else:
-                for j in range(head_dim_v):
-                    acc[j] = acc[j] * ms + vrow[j] * vs
-            total = total * ms + vs
-        inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
-        for j in range(head_dim_v):
-            out[t, h * head_dim_v + j] = acc[j] * inv
 
 
 # exp as Cephes expf: x = n ln2 + r, |r| <= ln2/2, a polynomial for e^r and n

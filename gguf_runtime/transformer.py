@@ -6,11 +6,12 @@ FFN (+ post-norm), residual. What differs between llama, qwen2, qwen3 and gemma3
 is data in ModelConfig and which tensors the file has.
 Weights stay in the memory map; matmuls run on their quantized bytes.
 """
+import numba
 import numpy as np
 
 from quant_formats import q8_0
 
-from . import decode, kv_quant, layers
+from . import decode, flash_attention, kv_quant, layers
 from .config import ModelConfig
 from .errors import ModelError
 from .kv_cache import KVCache
@@ -153,12 +154,13 @@ class Transformer:
         positions = np.arange(n_past, n_past + n, dtype=np.int64)
         xb = st.xb[:n]  # each sub-layer's normed input, written by the one before
         layers.rms_norm(x, self.weights.layers[0].attn_norm, cfg.norm_eps, xb)
+        n_threads = numba.get_num_threads()  # the caller's: attention's split follows it
         for il, plan in enumerate(self.decode_plans if n == 1 else self._batch_plans):
             if plan is not None:
-                decode.decode_layer(*plan, n_past)
+                decode.decode_layer(*plan, n_past, n_threads)
                 self.caches[il].length = n_past + 1
                 continue
-            self._attention_block(il, x, positions)
+            self._attention_block(il, x, positions, n_threads)
             following = (self.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
                          else self.weights.output_norm)
             self._ffn_block(il, x, following)
@@ -167,7 +169,7 @@ class Transformer:
             return self._output(xb[n - 1:])
         return self._output(xb if logits_for == "all" else xb[int(logits_for):])
 
-    def _attention_block(self, il, x, positions):
+    def _attention_block(self, il, x, positions, n_threads):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]
         n = x.shape[0]
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
@@ -185,13 +187,13 @@ class Transformer:
         layers.rope(k, positions, cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
         if cfg.q_prescale != 1.0:
             q *= np.float32(cfg.q_prescale)
-        self._attend(il, q, k, v, int(positions[0]), att)
+        self._attend(il, q, k, v, int(positions[0]), n_threads, att)
         out = st.proj[:n]
         w.wo.matmul(att, out)
         post = w.attn_post_norm if w.attn_post_norm is not None else layers.NO_WEIGHT
         layers.residual_norm(x, out, post, cfg.norm_eps, w.ffn_norm, xb)
 
-    def _attend(self, il, q, k, v, pos0, att):
+    def _attend(self, il, q, k, v, pos0, n_threads, att):
         """Store k, v in the layer's cache and attend q over it into att.
         Quantized caches: Hadamard rotations around them as llama-graph.cpp
         build_attn (Q and K before the store, V before it and the output after)."""
@@ -205,8 +207,10 @@ class Transformer:
         args = (pos0, cache.n_cells, cache.window, cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v,
                 np.float32(cfg.kq_scale), att)
         if self.cache_type_k == self.cache_type_v == "f16":
-            attend = layers.attention if q.shape[0] < layers.FA_TILE_Q else layers.attention_blas
-            attend(q, keys, values, *args)
+            if q.shape[0] < flash_attention.FA_TILE_Q:
+                flash_attention.attention(q, keys, values, *args[:-1], n_threads, att)
+            else:
+                layers.attention_blas(q, keys, values, *args)
         else:
             st, n = self.state, q.shape[0]
             if self.cache_type_k == "q8_0":

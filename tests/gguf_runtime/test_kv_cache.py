@@ -10,7 +10,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
-from gguf_runtime import kv_quant, layers
+from gguf_runtime import flash_attention, kv_quant, layers
 from gguf_runtime.errors import ModelError
 from gguf_runtime.reader import GGUFFile
 from gguf_runtime.transformer import Transformer
@@ -118,7 +118,7 @@ def _cache_of(x, kind, n_cells):
         held = gguf_dequantize(_q8_0_avx2(x), T.Q8_0).reshape(x.shape)
         return cache, np.zeros((0, 1), np.float32), cache, held.astype(np.float64)
     cache = np.zeros((n_cells, x.shape[1]), np.float32)
-    layers.store_f16(x, cache, 0, n_cells)
+    flash_attention.store_f16(x, cache, 0, n_cells)
     return cache, cache, np.zeros((0, 1), np.uint8), x.astype(np.float16).astype(np.float64)
 
 

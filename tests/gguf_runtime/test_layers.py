@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gguf_runtime import layers
+from gguf_runtime import flash_attention, layers
 
 
 def _ggml_geglu(x, g):
@@ -36,7 +36,7 @@ def test_f16_round_matches_numpy():
     x = (rng.standard_normal(50_000) * np.exp(rng.uniform(-20, 10, 50_000))).astype(np.float32)
     x = x[np.abs(x) < 65504]
     cache = np.zeros((x.size, 1), np.float32)
-    layers.store_f16(x[:, None], cache, 0, x.size)
+    flash_attention.store_f16(x[:, None], cache, 0, x.size)
     np.testing.assert_array_equal(cache[:, 0], x.astype(np.float16).astype(np.float32))
 
 
@@ -54,7 +54,7 @@ def test_blas_attention_equals_kernel_in_f32(n, window, pos0):
     if window:
         n_cells = window + n  # the ring of a windowed cache holds window + batch cells
         k, v = (np.resize(t, (n_cells, 32)) for t in (k, v))
-    layers.attention(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), a)
+    flash_attention.attention(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), 2, a)
     layers.attention_blas(q, k, v, pos0, n_cells, window, 2, 16, 16, np.float32(0.25), b)
     np.testing.assert_allclose(a, b, atol=1e-5)
 

@@ -1,0 +1,252 @@
+"""ggml-cpu's flash attention as llama.cpp runs it on CPU (ggml-cpu/ops.cpp
+ggml_compute_forward_flash_attn_ext_f16): f16 rounding of Q and of the V
+accumulator, the online softmax's order, and the split-KV path one query takes
+over a view of 512+ cells. layers.attention_blas is the f32 tiled path of batches.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+
+# ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
+# tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
+# V in f16 (ggml-cpu/common.h GGML_FA_TILE_Q).
+FA_TILE_Q = 64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f16_round(x):
+    """Round a float32 to the nearest f16 value (GGML_FP32_TO_FP16 then back).
+
+    Normal range: Veltkamp split keeps the top 11 significant bits in f32
+    arithmetic; below 2^-14 f16 spacing is the fixed 2^-24. All three cases are
+    computed and one selected, without branches, so loops over it can vectorize
+    (checked equal to numpy's float16 rounding on 2*10^7 random bit patterns)."""
+    ax = abs(x)
+    c = x * np.float32(8193.0)
+    normal = np.float32(c - (c - x))
+    tiny = np.float32(np.rint(x * np.float32(16777216.0)) / np.float32(16777216.0))
+    r = tiny if ax < np.float32(6.103515625e-05) else normal
+    return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
+
+
+@njit(cache=True, nogil=True)
+def store_f16(src, cache, pos0, n_cells):
+    """Write row t of src, position pos0 + t, into cache row (pos0 + t) % n_cells,
+    rounded to f16."""
+    for t in range(src.shape[0]):
+        c = (pos0 + t) % n_cells
+        for j in range(src.shape[1]):
+            cache[c, j] = f16_round(src[t, j])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def dot_f16_lanes(a, b, lanes):
+    """sum(a * b) of two f16-valued f32 rows, summed in the order of ggml_vec_dot_f16
+    as built with AVX-512 (ggml-cpu/vec.cpp; simd-mappings.h: GGML_F16_STEP 64,
+    EPR 16; this machine's llama.cpp): 64 lanes accumulate every 64th product
+    (f16 products are exact in f32, so FMA and multiply-add agree), then
+    GGML_F32Cx16_REDUCE halves 64 -> 16 and _mm512_reduce_add_ps (GCC) 16 -> 1;
+    leftovers add in double. Equal scores, not just close ones: a sequential sum
+    let the qwen2-derived test model's greedy text drift from llama.cpp's (checked
+    equal to libggml-cpu's ggml_vec_dot_f16 on 6000 random rows of 64-256). The
+    lane loops vectorize: decode attention at 128 positions, 9 heads, 69 -> 54 us
+    per layer against one serial chain. lanes: f32 scratch of 64."""
+    n = a.shape[0]
+    n_main = n - n % 64
+    if n_main:  # the first 64 products set the lanes (no zeroing pass: 10% faster)
+        for j in range(64):
+            lanes[j] = a[j] * b[j]
+        for i in range(64, n_main, 64):
+            for j in range(64):
+                lanes[j] += a[i + j] * b[i + j]
+    else:
+        lanes[:] = 0
+    for j in range(32):  # constant trip counts: a loop over the widths ran 20% slower
+        lanes[j] += lanes[j + 32]
+    for j in range(16):
+        lanes[j] += lanes[j + 16]
+    for j in range(8):
+        lanes[j] += lanes[j + 8]
+    for j in range(4):
+        lanes[j] += lanes[j + 4]
+    total = np.float64((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
+    for i in range(n_main, n):
+        total += np.float64(a[i] * b[i])
+    return np.float32(total)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot_serial(a, b):
+    s = np.float32(0.0)
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def softmax_step(s, m):
+    """One key of the online softmax (ggml-cpu flash attention): the factor the running
+    sums are rescaled by, the new key's weight, and the new running max."""
+    if s > m:
+        return np.float32(np.exp(m - s)), np.float32(1.0), s
+    return np.float32(1.0), np.float32(np.exp(s - m)), m
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
+              kq_scale, n_threads, out):
+    """Causal attention of every query row (positions pos0..) and head over the
+    cached keys; keys live at cache row pos % n_cells. A window > 0 limits a
+    query at p to keys with p - key < window (llama-hparams.h is_masked_swa).
+    Small batches follow ggml's flash-attention one-chunk path: Q rounded to f16,
+    online softmax, V accumulated in f16; large ones its tiled path, all f32. One
+    query over a view of SPLIT_KV_MIN+ cells takes the split-KV path, one chunk of
+    cells for each of n_threads (llama.cpp decoding past position 255 of a cache of
+    512+; its chunks follow its thread count, so do ours: numba.get_num_threads()
+    of the caller, passed in: called here it would keep Numba from caching)."""
+    n_tokens = q.shape[0]
+    n_view = kv_view(pos0, n_cells) if n_tokens == 1 else 0
+    if n_view >= SPLIT_KV_MIN:
+        attention_split_kv(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
+                           head_dim_v, kq_scale, n_view, n_threads, out)
+        return
+    n_heads = q.shape[1] // head_dim_k
+    group = n_heads // n_kv_heads
+    half_precision = n_tokens < FA_TILE_Q
+    # rows per KV head as C-contiguous views: k_cache[c, a:b] is typed as a strided
+    # ('A') array, whose dot product did not vectorize (4x slower, measured)
+    k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
+    v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
+    for i in prange(n_tokens * n_heads):
+        t, h = i // n_heads, i % n_heads
+        kh = h // group
+        qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
+        if half_precision:
+            for j in range(head_dim_k):
+                qh[j] = f16_round(qh[j])
+        acc = np.zeros(head_dim_v, np.float32)
+        lanes = np.empty(64, np.float32)
+        p = pos0 + t
+        first = max(0, p - window + 1) if window > 0 else 0
+        m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
+        total = np.float32(0.0)
+        for kp in range(first, p + 1):
+            c = kp % n_cells
+            krow = k_heads[c, kh]
+            if half_precision:
+                s = dot_f16_lanes(krow, qh, lanes) * kq_scale
+            else:
+                s = _dot_serial(krow, qh) * kq_scale
+            ms, vs, m = softmax_step(s, m)
+            vrow = v_heads[c, kh]
+            if half_precision:  # acc holds f16 values: times ms == 1 it needs no rounding
+                if ms != np.float32(1.0):
+                    for j in range(head_dim_v):
+                        acc[j] = f16_round(acc[j] * ms)
+                for j in range(head_dim_v):
+                    acc[j] = f16_round(acc[j] + vrow[j] * vs)
+            else:
+                for j in range(head_dim_v):
+                    acc[j] = acc[j] * ms + vrow[j] * vs
+            total = total * ms + vs
+        inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
+        for j in range(head_dim_v):
+            out[t, h * head_dim_v + j] = acc[j] * inv
+
+
+# ggml-cpu/ops.cpp ggml_compute_forward_flash_attn_ext_f16: one query row over a K/V
+# view of at least this many cells is split into one chunk of cells per thread, each
+# chunk's (max, sum, f16 accumulator) combined afterwards (use_split_kv_path,
+# ggml_flash_attn_ext_reduce_partials).
+SPLIT_KV_MIN = 512
+
+
+@njit(cache=True, nogil=True)
+def llama_cells(n_cells):
+    """The size of llama.cpp's cache where ours has n_cells rows: both hold n_ctx,
+    or a sliding layer's window + batch, which llama.cpp pads to 256
+    (llama-context.cpp n_ctx, llama-kv-cache-iswa.cpp size_swa)."""
+    return (n_cells + 255) // 256 * 256
+
+
+@njit(cache=True, nogil=True)
+def kv_view(pos, n_cells):
+    """The number of cells llama.cpp's attention views when it decodes position pos
+    (llama-kv-cache.cpp get_n_kv): the cells used so far, padded to 256, at least
+    256, at most the cache's size. Cells fill in order from 0, so pos + 1 are used
+    (all of a ring that has wrapped)."""
+    size = llama_cells(n_cells)
+    return min(size, max(256, (min(pos + 1, size) + 255) // 256 * 256))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, head_dim_k,
+                       head_dim_v, kq_scale, n_view, n_chunks, out):
+    """One query (position pos) over cells 0..n_view-1 in n_chunks chunks of cells,
+    as ggml's split-KV path: each chunk runs the one-chunk online softmax (Q and the
+    V accumulator in f16) over its unmasked cells in cell order; the chunks' (M, S,
+    V) are then combined in chunk order in f32. Cells are llama.cpp's: cell c of its
+    cache (llama_cells) holds the latest position <= pos congruent to c, found in
+    our row position % n_cells; masked if unused or outside the window."""
+    n_heads = q.shape[1] // head_dim_k
+    group = n_heads // n_kv_heads
+    k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
+    v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
+    chunk = (n_view + n_chunks - 1) // n_chunks
+    size = llama_cells(n_cells)
+    partials = np.empty((n_heads, n_chunks, 2 + head_dim_v), np.float32)
+    for i in prange(n_heads * n_chunks):
+        h, ci = i // n_chunks, i % n_chunks
+        kh = h // group
+        qh = q[0, h * head_dim_k:(h + 1) * head_dim_k].copy()
+        for j in range(head_dim_k):
+            qh[j] = f16_round(qh[j])
+        acc = partials[h, ci, 2:]
+        acc[:] = 0
+        lanes = np.empty(64, np.float32)
+        m = np.float32(-np.inf)
+        total = np.float32(0.0)
+        for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
+            kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
+            if kp < 0 or (window > 0 and pos - kp >= window):
+                continue
+            row = kp % n_cells
+            s = dot_f16_lanes(k_heads[row, kh], qh, lanes) * kq_scale
+            ms, vs, m = softmax_step(s, m)
+            vrow = v_heads[row, kh]
+            if ms != np.float32(1.0):
+                for j in range(head_dim_v):
+                    acc[j] = f16_round(acc[j] * ms)
+            for j in range(head_dim_v):
+                acc[j] = f16_round(acc[j] + vrow[j] * vs)
+            total = total * ms + vs
+        partials[h, ci, 0] = m
+        partials[h, ci, 1] = total
+    for h in range(n_heads):
+        _reduce_partials(partials[h], out[0, h * head_dim_v:(h + 1) * head_dim_v])
+
+
+@njit(cache=True, nogil=True)
+def _reduce_partials(partials, out):
+    """ggml_flash_attn_ext_reduce_partials for one head: chunks [M, S, V...] combined
+    in order (empty ones skipped), then V / S."""
+    m_final, s_final = np.float32(-np.inf), np.float32(0.0)
+    out[:] = 0
+    for ci in range(partials.shape[0]):
+        m_chunk, s_chunk = partials[ci, 0], partials[ci, 1]
+        if s_chunk == 0:
+            continue
+        m_new = max(m_final, m_chunk)
+        scale_old = np.float32(np.exp(m_final - m_new))
+        scale_new = np.float32(np.exp(m_chunk - m_new))
+        for j in range(out.shape[0]):
+            out[j] = out[j] * scale_old + partials[ci, 2 + j] * scale_new
+        s_final = s_final * scale_old + s_chunk * scale_new
+        m_final = m_new
+    if s_final != 0:
+        inv = np.float32(1.0) / s_final
+        for j in range(out.shape[0]):
+            out[j] *= inv
