@@ -198,33 +198,40 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
     chunk = (n_view + n_chunks - 1) // n_chunks
     size = llama_cells(n_cells)
     partials = np.empty((n_heads, n_chunks, 2 + head_dim_v), np.float32)
-    for i in prange(n_heads * n_chunks):
-        h, ci = i // n_chunks, i % n_chunks
-        kh = h // group
-        qh = q[0, h * head_dim_k:(h + 1) * head_dim_k].copy()
-        for j in range(head_dim_k):
-            qh[j] = f16_round(qh[j])
-        acc = partials[h, ci, 2:]
-        acc[:] = 0
+    # a KV head's query heads together: one pass over its rows, and their f16
+    # accumulators' updates (a chain of dependent rounding steps per position,
+    # latency-bound one head at a time) overlap (per pair 55 -> ~35 ns, measured)
+    for i in prange(n_kv_heads * n_chunks):
+        kh, ci = i // n_chunks, i % n_chunks
+        qg = np.empty((group, head_dim_k), np.float32)
+        for g in range(group):
+            for j in range(head_dim_k):
+                qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
+        acc = np.zeros((group, head_dim_v), np.float32)
         lanes = np.empty(64, np.float32)
-        m = np.float32(-np.inf)
-        total = np.float32(0.0)
+        m = np.full(group, -np.inf, np.float32)
+        total = np.zeros(group, np.float32)
         for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
             kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
             if kp < 0 or (window > 0 and pos - kp >= window):
                 continue
             row = kp % n_cells
-            s = dot_f16_lanes(k_heads[row, kh], qh, lanes) * kq_scale
-            ms, vs, m = softmax_step(s, m)
-            vrow = v_heads[row, kh]
-            if ms != np.float32(1.0):
+            krow, vrow = k_heads[row, kh], v_heads[row, kh]
+            for g in range(group):
+                s = dot_f16_lanes(krow, qg[g], lanes) * kq_scale
+                ms, vs, m[g] = softmax_step(s, m[g])
+                acc_g = acc[g]
+                if ms != np.float32(1.0):
+                    for j in range(head_dim_v):
+                        acc_g[j] = f16_round(acc_g[j] * ms)
                 for j in range(head_dim_v):
-                    acc[j] = f16_round(acc[j] * ms)
-            for j in range(head_dim_v):
-                acc[j] = f16_round(acc[j] + vrow[j] * vs)
-            total = total * ms + vs
-        partials[h, ci, 0] = m
-        partials[h, ci, 1] = total
+                    acc_g[j] = f16_round(acc_g[j] + vrow[j] * vs)
+                total[g] = total[g] * ms + vs
+        for g in range(group):
+            h = kh * group + g
+            partials[h, ci, 0] = m[g]
+            partials[h, ci, 1] = total[g]
+            partials[h, ci, 2:] = acc[g]
     for h in range(n_heads):
         _reduce_partials(partials[h], out[0, h * head_dim_v:(h + 1) * head_dim_v])
 
