@@ -54,22 +54,31 @@ def _matrix_bytes(matrix):
 
 
 def _install():
-    for cls in (wt.Matrix, wt.FusedMatrix):
-        original = cls.matmul
+    """Wrap the calls with timers; returns what to undo. Installed only after the
+    model's kernels have compiled: decode_layer, compiled with a wrapper in place
+    of a kernel it calls, would fail to type."""
+    saved = [(cls, "matmul", cls.matmul) for cls in (wt.Matrix, wt.FusedMatrix)]
+    saved += [(layers, name, getattr(layers, name)) for name in
+              ("rms_norm", "rope", "residual_norm", "gated_activation", "attention_blas")]
+    saved += [(flash_attention, "attention", flash_attention.attention),
+              (wt.Weights, "embed", wt.Weights.embed), (decode, "decode_layer", decode.decode_layer)]
+    for owner, name, original in saved:
+        if name == "matmul":
+            setattr(owner, name, _timed_matmul(original))
+        else:
+            setattr(owner, name, _timed(name, original))
+    return saved
 
-        def matmul(self, x, out, *rest, _original=original):
-            t0 = time.perf_counter()
-            _original(self, x, out, *rest)
-            role = _matrix_role(self)
-            TIMES[role] += time.perf_counter() - t0
-            CALLS[role] += 1
-            BYTES[role] += _matrix_bytes(self)
-        cls.matmul = matmul
-    for name in ("rms_norm", "rope", "residual_norm", "gated_activation", "attention_blas"):
-        setattr(layers, name, _timed(name, getattr(layers, name)))
-    flash_attention.attention = _timed("attention", flash_attention.attention)
-    wt.Weights.embed = _timed("embed", wt.Weights.embed)
-    decode.decode_layer = _timed("decode_layer", decode.decode_layer)
+
+def _timed_matmul(original):
+    def matmul(self, x, out, *rest):
+        t0 = time.perf_counter()
+        original(self, x, out, *rest)
+        role = _matrix_role(self)
+        TIMES[role] += time.perf_counter() - t0
+        CALLS[role] += 1
+        BYTES[role] += _matrix_bytes(self)
+    return matmul
 
 
 def _report(title, seconds, per):
@@ -88,17 +97,18 @@ def profile(path, n_prompt, n_gen, n_threads):
     t = model.transformer
     rng = np.random.default_rng(0)
     ids = rng.integers(0, t.cfg.n_vocab, n_prompt).astype(np.int32)
-    for _ in range(2):  # warm-up: compile and fault in
+    plans = t.decode_plans
+    for t.decode_plans in (plans, [None] * len(plans)):  # warm-up: compile and fault in
         t.truncate(0)
         t.forward(ids, 0)
         for pos in range(8):
             t.forward(ids[pos:pos + 1], n_prompt + pos)
+    saved = _install()
     TIMES.clear(), CALLS.clear(), BYTES.clear()
     t.truncate(0)
     t0 = time.perf_counter()
     t.forward(ids, 0)
     _report(f"{os.path.basename(path)} pp{n_prompt}", time.perf_counter() - t0, 1)
-    plans = t.decode_plans
     for label, t.decode_plans in (("", plans), (", layers kernel by kernel", [None] * len(plans))):
         t.truncate(0)
         token = np.array([ids[0]], np.int32)
@@ -106,6 +116,8 @@ def profile(path, n_prompt, n_gen, n_threads):
         for pos in range(n_gen):
             token[0] = int(np.argmax(t.forward(token, pos)[0]))
         _report(f"{os.path.basename(path)} tg{n_gen}{label}", time.perf_counter() - t0, n_gen)
+    for owner, name, original in saved:
+        setattr(owner, name, original)
     model.close()
 
 
@@ -116,7 +128,6 @@ def main():
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("-t", type=int, default=None)
     args = ap.parse_args()
-    _install()
     for path in args.model:
         profile(path, args.p, args.n, args.t)
 
