@@ -165,16 +165,19 @@ perplexity_main = _entry(perplexity)
 @click.option("-n", "--n-gen", type=click.IntRange(min=0), default=128, show_default=True)
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="threads (default: cores)")
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("-d", "--n-depth", type=click.IntRange(min=0), default=0, show_default=True,
+              help="tokens in the cache before each test (llama-bench's -d)")
 @click.option("-ctk", "--cache-type-k", type=click.Choice(["f16", "q8_0"]), default="f16")
 @click.option("-ctv", "--cache-type-v", type=click.Choice(["f16", "q8_0"]), default="f16")
 @click.option("-o", "--output", type=click.Choice(["md", "json"]), default="md")
-def bench(models, n_prompt, n_gen, threads, repetitions, cache_type_k, cache_type_v, output):
+def bench(models, n_prompt, n_gen, threads, repetitions, n_depth, cache_type_k, cache_type_v,
+          output):
     """Measure prompt processing (ppN) and generation (tgN) as llama-bench does."""
     from gguf_runtime import bench as gguf_bench
     results = []
     for model in models:
         results += gguf_bench.bench_model(model, n_prompt, n_gen, threads, repetitions,
-                                          cache_type_k, cache_type_v)
+                                          cache_type_k, cache_type_v, n_depth)
     click.echo(gguf_bench.markdown(results) if output == "md" else gguf_bench.to_json(results))
 
 

@@ -37,3 +37,16 @@ def test_markdown_table_as_llama_bench(smollm2_path):
     assert [c.strip() for c in lines[0].strip("|").split("|")] == [
         "model", "size", "params", "backend", "threads", "test", "t/s"]
     assert "pp8" in lines[2] and "tg2" in lines[3] and "92.10 MiB" in lines[2]
+
+
+def test_depth_fills_the_cache_first_as_llama_bench(smollm2_path):
+    """-d 300: the tests run at positions 300.. (past 256: split-KV attention), named as
+    llama-bench names them; the table's test column and the JSON's n_depth."""
+    out = gguf_bench("-m", str(smollm2_path), "-p", "8", "-n", "2", "-d", "300", "-r", "2",
+                     "-o", "json")
+    assert out.returncode == 0, out.stderr
+    pp, tg = json.loads(out.stdout)
+    assert pp["n_depth"] == tg["n_depth"] == 300 and len(tg["samples_ts"]) == 2
+    out = gguf_bench("-m", str(smollm2_path), "-p", "0", "-n", "2", "-d", "300", "-r", "1")
+    assert out.returncode == 0, out.stderr
+    assert "tg2 @ d300" in out.stdout.strip().splitlines()[2]
