@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from gguf_runtime import decode, flash_attention, layers, transformer as tr, weights as wt  # noqa: E402
+from gguf_runtime import decode, flash_attention, layers, weights as wt  # noqa: E402
 from gguf_runtime.model import Model  # noqa: E402
 
 TIMES = collections.defaultdict(float)
@@ -85,7 +85,7 @@ def _report(title, seconds, per):
     total = sum(TIMES.values())
     print(f"\n{title}: {seconds * 1e3 / per:.2f} ms per {'token' if per > 1 else 'batch'}"
           f" (timed calls {total * 1e3 / per:.2f} ms)")
-    print(f"| call | ms | share | calls | GB/s |\n|---|---:|---:|---:|---:|")
+    print("| call | ms | share | calls | GB/s |\n|---|---:|---:|---:|---:|")
     for name, t in sorted(TIMES.items(), key=lambda kv: -kv[1]):
         gbs = f"{BYTES[name] / t / 1e9:.1f}" if BYTES[name] and per > 1 else ""
         print(f"| {name} | {t * 1e3 / per:.3f} | {t / seconds:.0%} | {CALLS[name] // per} | {gbs} |")
