@@ -15,6 +15,33 @@ from numba import njit, prange
 from .interleave import add_int8_products, add_nibble_products
 
 
+# Steps shared by the two scale-and-min layouts (Q4_K nibbles, Q5_K int8 levels)
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_min_terms(msum, mn_block, sums_t, b):
+    """msum[r] += sum over the 8 sub-blocks of m * bsums (the sub-block's two 16s)."""
+    for sub in range(8):
+        bsum = np.int32(sums_t[b * 16 + 2 * sub] + sums_t[b * 16 + 2 * sub + 1])
+        m = mn_block[sub]
+        for r in range(msum.shape[0]):
+            msum[r] += np.int32(m[r]) * bsum
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_block(acc, x_scale, d_b, dmin_b, isum, msum):
+    """acc += d_x * (d * isum - dmin * msum), ggml's float step per block."""
+    for r in range(acc.shape[0]):
+        acc[r] += x_scale * (d_b[r] * np.float32(isum[r]) - dmin_b[r] * np.float32(msum[r]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sub_scale_min(d_w, dmin_w, sc_w, mn_w, g, b, sub, scale, minimum):
+    """Sub-block sub's d * sc and dmin * m per row, dequantize_rows' products."""
+    for r in range(scale.shape[0]):
+        scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
+        minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
     """Q4_K: d_w, dmin_w f32 [groups, blocks, ROWS]; sc_w, mn_w uint8 [groups, blocks,
@@ -44,15 +71,8 @@ def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
                         for r in range(n_rows):
                             isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
                                         + np.int32(sc_hi[r]) * np.int32(sum_hi[r]))
-                for sub in range(8):  # the min term: bsums of the sub-block's two 16s
-                    bsum = np.int32(sums[t, b * 16 + 2 * sub] + sums[t, b * 16 + 2 * sub + 1])
-                    m = mn_w[g, b, sub]
-                    for r in range(n_rows):
-                        msum[r] += np.int32(m[r]) * bsum
-                scale, d_b, dmin_b = d[t, b], d_w[g, b], dmin_w[g, b]
-                for r in range(n_rows):
-                    acc[r] += scale * (d_b[r] * np.float32(isum[r])
-                                       - dmin_b[r] * np.float32(msum[r]))
+                _add_min_terms(msum, mn_w[g, b], sums[t], b)
+                _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
             for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                 out[t, g * n_rows + r] = acc[r]
 
@@ -68,9 +88,7 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
         minimum = np.empty(n_rows, np.float32)
         for b in range(q_w.shape[1]):
             for sub in range(8):
-                for r in range(n_rows):
-                    scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
-                    minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+                _sub_scale_min(d_w, dmin_w, sc_w, mn_w, g, b, sub, scale, minimum)
                 shift = 4 * (sub % 2)
                 for j in range(32):
                     q = q_w[g, b, 32 * (sub // 2) + j]
@@ -100,15 +118,11 @@ def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
                     sub_sum[:] = 0
                     for j in range(32 * sub, 32 * sub + 32, 4):
                         add_int8_products(sub_sum, v_w[g, b], j, qs[t], b * 256 + j)
-                    sc, m = sc_w[g, b, sub], mn_w[g, b, sub]
-                    bsum = np.int32(sums[t, b * 16 + 2 * sub] + sums[t, b * 16 + 2 * sub + 1])
+                    sc = sc_w[g, b, sub]
                     for r in range(n_rows):
                         isum[r] += np.int32(sc[r]) * sub_sum[r]
-                        msum[r] += np.int32(m[r]) * bsum
-                scale, d_b, dmin_b = d[t, b], d_w[g, b], dmin_w[g, b]
-                for r in range(n_rows):
-                    acc[r] += scale * (d_b[r] * np.float32(isum[r])
-                                       - dmin_b[r] * np.float32(msum[r]))
+                _add_min_terms(msum, mn_w[g, b], sums[t], b)
+                _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
             for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                 out[t, g * n_rows + r] = acc[r]
 
@@ -124,9 +138,7 @@ def int8_scale_min_dequantize(d_w, dmin_w, sc_w, mn_w, v_w, g0, out_t):
         minimum = np.empty(n_rows, np.float32)
         for b in range(v_w.shape[1]):
             for sub in range(8):
-                for r in range(n_rows):
-                    scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
-                    minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
+                _sub_scale_min(d_w, dmin_w, sc_w, mn_w, g, b, sub, scale, minimum)
                 for j in range(32 * sub, 32 * sub + 32):
                     v, dst = v_w[g, b, j], out_t[b * 256 + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
