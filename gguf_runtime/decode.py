@@ -11,8 +11,8 @@ results are bit-identical to the batch path (tests/gguf_runtime/test_decode.py).
 It runs layers whose matrices all have a decode layout, with f16 caches (q8_0
 caches take the batch path: their Hadamard rotations and quantized attention).
 The matmul kernel is chosen when decode_layer is compiled, from the layout's
-tuple type (matvec's overload below: dtypes and ranks of its arrays); a model whose layers mix formats compiles
-one specialization per combination, each cached.
+tuple type (matvec's overload below: dtypes and ranks of its arrays); a model whose
+layers mix formats compiles one specialization per combination, each cached.
 """
 import numpy as np
 from numba import njit, types
@@ -121,9 +121,9 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
 
 
 def layer_plans(tr):
-    """decode_layer's arguments (all but pos and n_threads) for each layer of Transformer tr, None
-    for a layer the batch path must run (a matrix without a decode layout), all
-    None with a q8_0 cache."""
+    """decode_layer's arguments (all but pos and n_threads) for each layer of
+    Transformer tr, None for a layer the batch path must run (a matrix without a
+    decode layout), all None with a q8_0 cache."""
     if (tr.cache_type_k, tr.cache_type_v) != ("f16", "f16"):
         return [None] * tr.cfg.n_layer
     positions = np.zeros(1, np.int64)
@@ -146,12 +146,12 @@ def _layer_plan(tr, il, positions):
     q, k, v, att, proj = (st.q[:1], st.k[:1], st.v[:1], st.att[:1], st.proj[:1])
     gate, up, hidden = st.gate[:1], st.up[:1], st.hidden[:1]
     if w.wqkv is not None:
-        q, k, v = _columns(st.qkv[:1], (q, k, v))
+        q, k, v = w.wqkv.columns(st.qkv[:1])
         qkv_specs = (_spec(w.wqkv, st.qkv[:1]), None, None)
     else:
         qkv_specs = (_spec(w.wq, q), _spec(w.wk, k), _spec(w.wv, v))
     if w.ffn_gate_up is not None:
-        gate, up = _columns(st.gate_up[:1], (gate, up))
+        gate, up = w.ffn_gate_up.columns(st.gate_up[:1])
         ffn_specs = (_spec(w.ffn_gate_up, st.gate_up[:1]), None)
     else:
         ffn_specs = (_spec(w.ffn_gate, gate), _spec(w.ffn_up, up))
@@ -168,12 +168,3 @@ def _layer_plan(tr, il, positions):
     rope_args = (cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
     return (bufs, mats, norms, cache.keys, cache.values, attn, rope_args, cfg.norm_eps,
             cfg.activation == "gelu", np.float32(cfg.q_prescale))
-
-
-def _columns(row, parts):
-    """Views of row [1, total] splitting its columns as parts' widths."""
-    first, views = 0, []
-    for part in parts:
-        views.append(row[:, first:first + part.shape[1]])
-        first += part.shape[1]
-    return views

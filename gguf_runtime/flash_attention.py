@@ -95,6 +95,17 @@ def softmax_step(s, m):
     return np.float32(1.0), np.float32(np.exp(s - m)), m
 
 
+@njit(cache=True, nogil=True, inline="always")
+def add_value_f16(acc, vrow, ms, vs):
+    """acc = acc * ms + vrow * vs in f16, as ggml_vec_scale_f16 then ggml_vec_mad_f16:
+    acc holds f16 values, so times ms == 1 it needs no rounding."""
+    if ms != np.float32(1.0):
+        for j in range(acc.shape[0]):
+            acc[j] = f16_round(acc[j] * ms)
+    for j in range(acc.shape[0]):
+        acc[j] = f16_round(acc[j] + vrow[j] * vs)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
               kq_scale, n_threads, out):
@@ -142,12 +153,8 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
                 s = _dot_serial(krow, qh) * kq_scale
             ms, vs, m = softmax_step(s, m)
             vrow = v_heads[c, kh]
-            if half_precision:  # acc holds f16 values: times ms == 1 it needs no rounding
-                if ms != np.float32(1.0):
-                    for j in range(head_dim_v):
-                        acc[j] = f16_round(acc[j] * ms)
-                for j in range(head_dim_v):
-                    acc[j] = f16_round(acc[j] + vrow[j] * vs)
+            if half_precision:
+                add_value_f16(acc, vrow, ms, vs)
             else:
                 for j in range(head_dim_v):
                     acc[j] = acc[j] * ms + vrow[j] * vs
@@ -220,12 +227,7 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
             for g in range(group):
                 s = dot_f16_lanes(krow, qg[g], lanes) * kq_scale
                 ms, vs, m[g] = softmax_step(s, m[g])
-                acc_g = acc[g]
-                if ms != np.float32(1.0):
-                    for j in range(head_dim_v):
-                        acc_g[j] = f16_round(acc_g[j] * ms)
-                for j in range(head_dim_v):
-                    acc_g[j] = f16_round(acc_g[j] + vrow[j] * vs)
+                add_value_f16(acc[g], vrow, ms, vs)
                 total[g] = total[g] * ms + vs
         for g in range(group):
             h = kh * group + g

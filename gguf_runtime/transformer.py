@@ -47,15 +47,12 @@ def _fused_matmul(fused, x, out, parts):
     for one token (a single row is contiguous, as the kernels take it), else copies
     into the contiguous buffers `parts`."""
     fused.matmul(x, out)
-    first, blocks = 0, []
-    for part in parts:
-        block = out[:, first:first + part.shape[1]]
-        if out.shape[0] > 1:
-            part[:] = block
-            block = part
-        blocks.append(block)
-        first += part.shape[1]
-    return blocks
+    blocks = fused.columns(out)
+    if out.shape[0] == 1:
+        return blocks
+    for part, block in zip(parts, blocks):
+        part[:] = block
+    return parts
 
 
 def _check_cache_types(cfg: ModelConfig, type_k: str, type_v: str):
@@ -205,12 +202,12 @@ class Transformer:
             kv_quant.hadamard_rows(v, self.v_rot)
         keys, values = cache.update_and_fetch(k, v, pos0)
         args = (pos0, cache.n_cells, cache.window, cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v,
-                np.float32(cfg.kq_scale), att)
+                np.float32(cfg.kq_scale))
         if self.cache_type_k == self.cache_type_v == "f16":
             if q.shape[0] < flash_attention.FA_TILE_Q:
-                flash_attention.attention(q, keys, values, *args[:-1], n_threads, att)
+                flash_attention.attention(q, keys, values, *args, n_threads, att)
             else:
-                layers.attention_blas(q, keys, values, *args)
+                layers.attention_blas(q, keys, values, *args, att)
         else:
             st, n = self.state, q.shape[0]
             if self.cache_type_k == "q8_0":
@@ -218,7 +215,7 @@ class Transformer:
             k_f16, k_q8 = (_NO_F16, keys) if keys.dtype == np.uint8 else (keys, _NO_Q8)
             v_f16, v_q8 = (_NO_F16, values) if values.dtype == np.uint8 else (values, _NO_Q8)
             kv_quant.attention_quantized(q, st.q_qs[:n], st.q_d[:n], k_f16, k_q8, v_f16, v_q8,
-                                         *args)
+                                         *args, att)
         if self.v_rot:
             kv_quant.hadamard_rows(att, self.v_rot)
 

@@ -134,6 +134,14 @@ class FusedMatrix:
                    and all(_same_field(a, b) for a, b in zip(p.packed, first.packed))
                    for p in parts)
 
+    def columns(self, out):
+        """Views of out [n, n_out] holding each part's columns."""
+        first, views = 0, []
+        for p in self.parts:
+            views.append(out[:, first:first + p.n_out])
+            first += p.n_out
+        return views
+
     def matmul(self, x, out):
         for p in self.parts:
             if p.observer is not None:

@@ -12,7 +12,20 @@ as a kernel of its own with int16 sums, measured).
 import numpy as np
 from numba import njit, prange
 
+from . import interleave
 from .interleave import add_int8_products, add_nibble_products
+from .kquant_common import scale_min_k4_reference
+
+
+def pack_scale_min(w, blocks):
+    """The fields the Q4_K and Q5_K layouts share, from rows w (uint8) holding blocks
+    (their structured view): d and dmin as f32 [groups, blocks, ROWS], the 6-bit scales
+    and mins unpacked to uint8 [groups, blocks, 8, ROWS]."""
+    sc, mn = scale_min_k4_reference(blocks["scales"])
+    n_out, block_bytes = w.shape[0], blocks.dtype.itemsize
+    return (interleave.pack_f16(w, block_bytes, 0), interleave.pack_f16(w, block_bytes, 2),
+            interleave.pack_bytes(sc.reshape(n_out, -1), 8, 0, 8),
+            interleave.pack_bytes(mn.reshape(n_out, -1), 8, 0, 8))
 
 
 # Steps shared by the two scale-and-min layouts (Q4_K nibbles, Q5_K int8 levels)

@@ -107,12 +107,8 @@ def matmul_kernel(w, qs, d, sums, out):
 def pack(w):
     """(d, dmin f32, scales and mins unpacked to uint8 [groups, blocks, 8, ROWS],
     quant bytes [groups, blocks, 128, ROWS])."""
-    sc, mn = scale_min_k4_reference(w.reshape(-1).view(BLOCK_DTYPE)["scales"])
-    n_out = w.shape[0]
-    return (interleave.pack_f16(w, _TYPE_SIZE, 0), interleave.pack_f16(w, _TYPE_SIZE, 2),
-            interleave.pack_bytes(sc.reshape(n_out, -1), 8, 0, 8),
-            interleave.pack_bytes(mn.reshape(n_out, -1), 8, 0, 8),
-            interleave.pack_bytes(w, _TYPE_SIZE, 16, 128))
+    return (interleave_k.pack_scale_min(w, w.reshape(-1).view(BLOCK_DTYPE))
+            + (interleave.pack_bytes(w, _TYPE_SIZE, 16, 128),))
 
 
 packed_matmul = interleave_k.q4_k_matmul

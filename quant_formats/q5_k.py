@@ -128,13 +128,9 @@ def pack(w):
     a kernel of int8 products (unpacking the fifth bit per weight in the kernel would
     be scalar shifts, as Q6_K's tops)."""
     blocks = w.reshape(-1).view(BLOCK_DTYPE)
-    sc, mn = scale_min_k4_reference(blocks["scales"])
-    n_out = w.shape[0]
-    values = levels(blocks).reshape(n_out, -1)
-    return (interleave.pack_f16(w, _TYPE_SIZE, 0), interleave.pack_f16(w, _TYPE_SIZE, 2),
-            interleave.pack_bytes(sc.reshape(n_out, -1), 8, 0, 8),
-            interleave.pack_bytes(mn.reshape(n_out, -1), 8, 0, 8),
-            interleave.pack_bytes(values, 256, 0, 256).view(np.int8))
+    values = levels(blocks).reshape(w.shape[0], -1)
+    return (interleave_k.pack_scale_min(w, blocks)
+            + (interleave.pack_bytes(values, 256, 0, 256).view(np.int8),))
 
 
 packed_matmul = interleave_k.int8_scale_min_matmul
