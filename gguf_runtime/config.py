@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import ModelError
+from .strings import StringArray
 
 # What llama.cpp decides in code rather than reading from the file.
 #   rope_neox      rope type NEOX (pairs i, i+n/2) vs NORM (pairs 2i, 2i+1):
@@ -87,7 +88,7 @@ class ModelConfig:
         q_prescale = rules.get("q_prescale", False)
         # llama-vocab.cpp: the vocabulary's size is its token count; token_embd must match
         tokens = metadata.get("tokenizer.ggml.tokens")
-        n_vocab = len(tokens) if isinstance(tokens, list) else key("vocab_size")
+        n_vocab = len(tokens) if isinstance(tokens, (list, StringArray)) else key("vocab_size")
         return cls(
             arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=key("feed_forward_length"),
             n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,

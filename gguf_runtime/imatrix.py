@@ -20,6 +20,7 @@ from gguf import GGMLQuantizationType, GGUFValueType
 from .atomic import atomic_output
 from .errors import GGUFError
 from .reader import GGUFFile
+from .strings import StringArray
 
 KV_DATASETS = "imatrix.datasets"
 KV_CHUNK_COUNT = "imatrix.chunk_count"
@@ -123,7 +124,7 @@ def _read_gguf(path) -> ImatrixStats:
         stats = ImatrixStats(chunk_count=_u32(meta, KV_CHUNK_COUNT, as_int32=True),
                              chunk_size=_u32(meta, KV_CHUNK_SIZE))
         datasets = meta[KV_DATASETS]
-        if isinstance(datasets, list):  # other types are ignored, as llama.cpp does
+        if isinstance(datasets, (list, StringArray)):  # other types are ignored, as llama.cpp does
             stats.datasets = list(datasets)
         pairs = {}
         for t in gguf_file.tensors:

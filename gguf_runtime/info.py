@@ -3,12 +3,16 @@ import json
 
 import numpy as np
 
+from .strings import StringArray
+
 _ARRAY_PREVIEW = 8  # items of a long array shown in the text view
 
 
 def _jsonable(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
+    if isinstance(value, StringArray):
+        return list(value)
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
     return value
@@ -23,7 +27,7 @@ def as_json(gguf_file) -> str:
 
 
 def _preview(value):
-    if isinstance(value, (list, np.ndarray)) and len(value) > _ARRAY_PREVIEW:
+    if isinstance(value, (list, np.ndarray, StringArray)) and len(value) > _ARRAY_PREVIEW:
         head = ", ".join(repr(_jsonable(v)) for v in value[:_ARRAY_PREVIEW])
         return f"[{head}, ...] ({len(value)} items)"
     if isinstance(value, str) and len(value) > 120:

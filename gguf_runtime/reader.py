@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from .errors import GGUFError
+from .strings import InvalidString, StringArray
 
 GGUF_MAGIC = b"GGUF"
 GGML_MAX_DIMS = 4           # ggml.h
@@ -135,9 +136,10 @@ _U64 = struct.Struct("<Q")
 
 def _read_strings(cur, count, what):
     """count strings, each a u64 length and UTF-8 bytes: cur.string's checks, inlined
-    (a vocabulary holds ~10^5 of them; per-call overhead was most of the load time)."""
+    (a vocabulary holds ~10^5 of them; per-call overhead was most of the load time),
+    kept as one StringArray (strings.py: decoded when read, ~4x less memory)."""
     buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
-    strings = []
+    first, pieces = pos, []
     for i in range(count):
         if size - pos < 8:
             cur.pos = pos
@@ -146,13 +148,14 @@ def _read_strings(cur, count, what):
         if length > size - pos - 8:
             cur.pos = pos + 8
             cur.need(length, f"{what}[{i}]")
-        try:
-            strings.append(buf[pos + 8:pos + 8 + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise GGUFError(f"{what}[{i}] at byte {pos}: invalid UTF-8") from None
+        pieces.append(buf[pos + 8:pos + 8 + length])
         pos += 8 + length
     cur.pos = pos
-    return strings
+    try:
+        return StringArray.from_pieces(pieces)
+    except InvalidString as e:
+        at = first + 8 * e.index + sum(len(p) for p in pieces[:e.index])
+        raise GGUFError(f"{what}[{e.index}] at byte {at}: invalid UTF-8") from None
 
 
 def _parse_header(cur):

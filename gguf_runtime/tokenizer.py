@@ -8,6 +8,7 @@ on, user-defined tokens always.
 import numpy as np
 
 from .errors import ModelError
+from .strings import StringArray
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -18,10 +19,13 @@ def _list_of(md, key, kind, n, required=False):
         if required:
             raise ModelError(f"metadata '{key}' is missing")
         return
-    if not isinstance(value, (list, np.ndarray)) or (n is not None and len(value) != n):
+    if (not isinstance(value, (list, np.ndarray, StringArray))
+            or (n is not None and len(value) != n)):
         raise ModelError(f"metadata '{key}' must be an array"
                          + (f" of {n} entries" if n is not None else ""))
-    if isinstance(value, np.ndarray):
+    if isinstance(value, StringArray):  # the reader's string arrays: str throughout
+        ok = kind is str
+    elif isinstance(value, np.ndarray):
         ok = np.issubdtype(value.dtype, np.number) and kind is not str
     else:
         ok = all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
@@ -51,9 +55,17 @@ def _check_vocab(md):
                              f"not a token id below {n}")
 
 
+def _string_array(tokens):
+    """The vocabulary as a StringArray (the reader's type; metadata built in memory,
+    as by gguf-convert, may hold a list)."""
+    if isinstance(tokens, StringArray):
+        return tokens
+    return StringArray.from_pieces([t.encode() for t in tokens])
+
+
 class Tokenizer:
     def __init__(self, md, algorithm):
-        self.tokens = md["tokenizer.ggml.tokens"]
+        self.tokens = _string_array(md["tokenizer.ggml.tokens"])
         self.n_vocab = len(self.tokens)
         self.types = np.asarray(md.get("tokenizer.ggml.token_type",
                                        np.full(self.n_vocab, NORMAL)), np.int32)
@@ -63,8 +75,8 @@ class Tokenizer:
         self.add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
         self.algorithm = algorithm
         self.eog_ids = self._eog_ids(md)
-        specials = [(t, i) for i, t in enumerate(self.tokens)
-                    if self.types[i] in (CONTROL, USER_DEFINED) and t]
+        special_ids = np.flatnonzero((self.types == CONTROL) | (self.types == USER_DEFINED))
+        specials = [(self.tokens[i], int(i)) for i in special_ids if self.tokens[i]]
         # longest first, so '<|im_start|>' wins over a shorter prefix token
         self.specials = sorted(specials, key=lambda p: -len(p[0]))
 
@@ -74,11 +86,11 @@ class Tokenizer:
         model = md.get("tokenizer.ggml.model")
         if model == "gpt2":
             from .tokenizer_bpe import BPE
-            return cls(md, BPE(md["tokenizer.ggml.tokens"], md.get("tokenizer.ggml.merges", []),
+            return cls(md, BPE(_string_array(md["tokenizer.ggml.tokens"]), md.get("tokenizer.ggml.merges", []),
                                md.get("tokenizer.ggml.pre", "default")))
         if model == "llama":
             from .tokenizer_spm import SPM
-            return cls(md, SPM(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.scores"],
+            return cls(md, SPM(_string_array(md["tokenizer.ggml.tokens"]), md["tokenizer.ggml.scores"],
                                bool(md.get("tokenizer.ggml.add_space_prefix", True))))
         raise ModelError(f"tokenizer model '{model}' is not supported yet")
 
@@ -93,10 +105,10 @@ class Tokenizer:
         for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
             if self._id(md, key) >= 0:
                 ids.add(self._id(md, key))
-        for i, t in enumerate(self.tokens):
-            if self.types[i] == CONTROL and t in ("<|eot_id|>", "<|im_end|>", "<|end|>",
-                                                  "<end_of_turn>", "<|endoftext|>", "<EOT>"):
-                ids.add(i)
+        for i in np.flatnonzero(self.types == CONTROL):
+            if self.tokens[i] in ("<|eot_id|>", "<|im_end|>", "<|end|>",
+                                  "<end_of_turn>", "<|endoftext|>", "<EOT>"):
+                ids.add(int(i))
         return ids
 
     def encode(self, text, add_special=True, parse_special=False):

@@ -69,7 +69,7 @@ class BPE:
             raise ModelError(f"unsupported BPE pre-tokenizer '{pre}' "
                              f"(known: {', '.join(sorted(PRE_TOKENIZERS))})")
         self.patterns = PRE_TOKENIZERS[pre]
-        self.token_to_id = {t: i for i, t in enumerate(tokens)}
+        self.tokens = tokens  # a strings.StringArray: index_of finds a text's id
         self.ranks = {}
         for rank, merge in enumerate(merges):
             left, _, right = merge.partition(" ")
@@ -95,10 +95,11 @@ class BPE:
             symbols[best:best + 2] = [symbols[best] + symbols[best + 1]]
         ids = []
         for s in symbols:
-            if s in self.token_to_id:
-                ids.append(self.token_to_id[s])
+            token_id = self.tokens.index_of(s)
+            if token_id is not None:
+                ids.append(token_id)
             else:  # unknown merge result: fall back to its bytes' tokens
-                ids.extend(self.token_to_id[c] for c in s if c in self.token_to_id)
+                ids.extend(i for i in map(self.tokens.index_of, s) if i is not None)
         return tuple(ids)
 
     @staticmethod

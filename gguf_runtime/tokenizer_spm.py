@@ -4,13 +4,15 @@ by the score of the merged token (highest first, leftmost on ties), and pieces
 that form no token fall back to <0xXX> byte tokens."""
 import heapq
 
+import numpy as np
+
 
 class SPM:
     def __init__(self, tokens, scores, add_space_prefix):
-        self.token_to_id = {t: i for i, t in enumerate(tokens)}
-        self.scores = [float(s) for s in scores]
+        self.tokens = tokens  # a strings.StringArray: index_of finds a text's id
+        self.scores = np.asarray(scores, np.float32)  # llama.cpp's scores are float
         self.add_space_prefix = add_space_prefix
-        self.byte_ids = [self.token_to_id.get(f"<0x{b:02X}>") for b in range(256)]
+        self.byte_ids = [tokens.index_of(f"<0x{b:02X}>") for b in range(256)]
 
     def encode(self, text, first_fragment=True):
         if self.add_space_prefix and first_fragment:
@@ -26,10 +28,10 @@ class SPM:
             if left < 0 or right < 0:
                 return
             merged = symbols[left] + symbols[right]
-            token_id = self.token_to_id.get(merged)
+            token_id = self.tokens.index_of(merged)
             if token_id is None:
                 return
-            heapq.heappush(heap, (-self.scores[token_id], left, right, len(merged)))
+            heapq.heappush(heap, (-float(self.scores[token_id]), left, right, len(merged)))
             rev_merge[merged] = (left, right, symbols[left], symbols[right])
 
         for i in range(1, len(symbols)):
@@ -52,7 +54,7 @@ class SPM:
         return ids
 
     def _resegment(self, text, rev_merge, ids):
-        token_id = self.token_to_id.get(text)
+        token_id = self.tokens.index_of(text)
         if token_id is not None:
             ids.append(token_id)
             return
