@@ -30,6 +30,7 @@ class GenerationResult:
     n_generated: int = 0
     stop_reason: str = ""  # "eos", "stop", "length", "context", "cancel"
     logprobs: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)  # the generated ids, in order
 
 
 class Model:
@@ -213,6 +214,7 @@ class Model:
                 result.stop_reason = "eos"
                 break
             sampler.accept(token)
+            result.tokens.append(token)
             result.n_generated += 1
             text = stream.feed(self.tokenizer.token_to_piece(token))
             if text:
@@ -220,6 +222,8 @@ class Model:
             if stream.stopped:
                 result.stop_reason = "stop"
                 break
+            if result.n_generated == max_tokens:  # the last token needs no evaluation
+                break                             # (completion.cpp's loop ends on n_remain 0)
             # completion.cpp: shift (or stop) when n_past + 1 >= n_ctx
             if len(self.tokens) + 1 >= self.n_ctx:
                 if not context_shift:

@@ -21,10 +21,10 @@ NEAR_TIE = 1.0  # logits; the real models' logits span ~30
 
 
 def greedy_ids(model, ids, n):
-    """Generate n greedy tokens; the sampled ids follow the prompt in model.tokens."""
+    """The ids of n greedy tokens after the prompt ids."""
     for _ in model.generate_from_ids(ids, n, temp=0):
         pass
-    return model.tokens[len(ids):]
+    return model.last_result.tokens
 
 
 def first_difference(ours, ref):
