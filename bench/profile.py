@@ -19,9 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-
+# gguf_runtime first: it sets OPENBLAS_THREAD_TIMEOUT, read when numpy loads OpenBLAS
 from gguf_runtime import decode, flash_attention, layers, weights as wt  # noqa: E402
+import numpy as np  # noqa: E402,I100
 from gguf_runtime.model import Model  # noqa: E402
 
 TIMES = collections.defaultdict(float)

@@ -129,15 +129,15 @@ def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None,
                          f"{row_elements(qtype, w.shape[1])}")
     if out is None:
         out = np.empty((n_tokens, w.shape[0]), np.float32)
-    if act is None:
-        act = quantize_activations(x, qtype)
     if packed is not None:
         return matmul_packed(x, packed, qtype, out, act)
+    act_fmt = get(fmt.VEC_DOT_TYPE)
+    if act is None and (n_tokens < PREFILL_MIN_TOKENS or not hasattr(act_fmt, "rounded")):
+        act = quantize_activations(x, qtype)
     if n_tokens < PREFILL_MIN_TOKENS:
         fmt.matmul_kernel(w, *act, out)
         return out
-    act_fmt = get(fmt.VEC_DOT_TYPE)
-    _matmul_tiled(fmt, act_fmt.dequantize(*act), w, out)
+    _matmul_tiled(fmt, _rounded_activations(x, act_fmt, act), w, out)
     if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
         out += act_fmt.offset_residual(*act) @ fmt.block_offsets(w).T
     return out
@@ -147,17 +147,25 @@ def matmul_packed(x, packed, qtype, out, act=None):
     """matmul with W in its decode layout (pack()): out f32 [n_tokens, n_out] holds
     the first n_out of the layout's rows. The caller checks the shapes."""
     fmt = get(qtype)
-    if act is None:
+    act_fmt = get(fmt.VEC_DOT_TYPE)
+    if act is None and (x.shape[0] < PREFILL_MIN_TOKENS or not hasattr(act_fmt, "rounded")):
         act = quantize_activations(x, qtype)
     if x.shape[0] < PREFILL_MIN_TOKENS:
         fmt.packed_matmul(*packed, *act, out)
         return out
-    act_fmt = get(fmt.VEC_DOT_TYPE)
-    _matmul_tiled_packed(fmt, act_fmt.dequantize(*act), packed, out)
+    _matmul_tiled_packed(fmt, _rounded_activations(x, act_fmt, act), packed, out)
     if hasattr(act_fmt, "offset_residual"):  # Q8_1: ggml rounds s = d*sum to f16
         offsets = fmt.packed_block_offsets(*packed)[:out.shape[1]]
         out += act_fmt.offset_residual(*act) @ offsets.T
     return out
+
+
+def _rounded_activations(x, act_fmt, act):
+    """x as the activation format holds it, f32: from act (quantized already, shared
+    by matrices of one input) or, the prefill case, in one pass (act_fmt.rounded)."""
+    if act is None:
+        return act_fmt.rounded(np.ascontiguousarray(x, np.float32))
+    return act_fmt.dequantize(*act)
 
 
 def _matmul_tiled(fmt, x_rounded, w, out):

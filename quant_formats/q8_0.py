@@ -156,6 +156,28 @@ def dequantize(qs, d, sums):
     return (qs.reshape(n_tokens, -1, 32) * d[:, :, None]).reshape(n_tokens, n_in).astype(np.float32)
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def _rounded_rows(x, out):
+    """dequantize(quantize(x)) in one pass, tokens across threads: quantize_rows' q
+    and f16 scale, their product in f32 (the prefill path needs no int8 copy)."""
+    for t in prange(x.shape[0]):
+        for b in range(x.shape[1] // 32):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[t, b * 32 + j]))
+            d = to_f16(amax / np.float32(127.0))
+            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            for j in range(32):
+                out[t, b * 32 + j] = np.float32(np.int8(np.rint(x[t, b * 32 + j] * inv))) * d
+
+
+def rounded(x):
+    """x f32 [n_tokens, n_in] as this format holds it: dequantize(*quantize(x))."""
+    out = np.empty(x.shape, np.float32)
+    _rounded_rows(x, out)
+    return out
+
+
 # --- weight quantizer ------------------------------------------------------
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)

@@ -10,7 +10,7 @@ The weight kernels use sums for their min/offset terms, as ggml does.
 """
 import numpy as np
 from gguf import GGMLQuantizationType as T
-from numba import njit
+from numba import njit, prange
 
 QTYPE = T.Q8_K
 BLOCK_SIZE = 256
@@ -80,6 +80,30 @@ def dequantize(qs, d, sums):
     """As ggml-quants.c dequantize_row_q8_K: d * q in f32."""
     n_tokens, n_in = qs.shape
     return (qs.reshape(n_tokens, -1, 256).astype(np.float32) * d[:, :, None]).reshape(n_tokens, n_in)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _rounded_rows(x, out):
+    """dequantize(quantize(x)) in one pass, tokens across threads: quantize_rows' q
+    and d = 1/iscale, their product in f32."""
+    for t in prange(x.shape[0]):
+        for b in range(x.shape[1] // 256):
+            start = b * 256
+            vmax = _signed_absmax(x, t, start)
+            iscale = np.float32(-127.0) / vmax if vmax != 0 else np.float32(0.0)
+            d = np.float32(1.0) / iscale if vmax != 0 else np.float32(0.0)
+            for j in range(start, start + 256):
+                q = min(np.int32(127), np.int32(np.rint(iscale * x[t, j])))
+                out[t, j] = np.float32(q) * d
+
+
+def rounded(x):
+    """x f32 [n_tokens, n_in] as this format holds it: dequantize(*quantize(x))."""
+    if x.shape[1] % 256:
+        raise ValueError(f"Q8_K: row length {x.shape[1]} is not a multiple of 256")
+    out = np.empty(x.shape, np.float32)
+    _rounded_rows(x, out)
+    return out
 
 
 def to_blocks(qs, d, sums):
