@@ -69,10 +69,24 @@ _MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
 
 
 def first_token(cmd):
-    """Wall time and peak RSS (MB) of a one-token run, measured by a fresh parent
-    process (a parent's RUSAGE_CHILDREN peak covers all its children so far)."""
+    """Wall time and peak RSS (MB, 10^6 bytes; ru_maxrss is in KiB) of a one-token
+    run, measured by a fresh parent process (a parent's RUSAGE_CHILDREN peak covers
+    all its children so far)."""
     out = run([sys.executable, "-c", _MEASURE] + list(cmd)).stdout.split()
-    return float(out[0]), int(out[1]) / 1024
+    return float(out[0]), int(out[1]) * 1024 / 1e6
+
+
+def memory_target(model, n_ctx=4096):
+    """The issue's bound in MB: model file + KV cache (as gguf-run allocates it for
+    n_ctx, f16 held as float32) + 200 MB."""
+    from gguf_runtime.config import ModelConfig
+    from gguf_runtime.kv_cache import KVCache
+    from gguf_runtime.model import N_BATCH
+    from gguf_runtime.reader import GGUFFile
+    with GGUFFile(model) as f:
+        cfg = ModelConfig.from_metadata(f.metadata)
+    caches = KVCache.for_model(cfg, min(n_ctx, cfg.n_ctx_train), N_BATCH)
+    return (Path(model).stat().st_size + sum(c.nbytes for c in caches)) / 1e6 + 200
 
 
 def gguf_run_cmd(model):
@@ -120,7 +134,7 @@ def main():
                                      PROMPT, "-n", "1", "-no-cnv", "-t", "2", "-c", "4096"])
         ttft_g, rss_g = first_token(gguf_run_cmd(path))
         rows.append((label, path.stat().st_size, theirs, ours, ttft_l, ttft_g, rss_l, rss_g,
-                     compile_time(path)))
+                     memory_target(path), compile_time(path)))
     write(rows, args)
 
 
@@ -130,17 +144,18 @@ def write(rows, args):
              f"{args.rounds} rounds, {time.strftime('%Y-%m-%d')}. t/s: median over rounds "
              "of llama-bench and gguf-bench (pp512, tg128, `-r 1` after their warm-up) run "
              "alternately; time to first token "
-             "and peak RSS from one-token runs (`-n 1`, `-c 4096`, own process each); "
-             "compile: gguf-run's first run with an empty Numba cache.", "",
+             "and peak RSS from one-token runs (`-n 1`, `-c 4096`, own process each; MB = "
+             "10^6 bytes), against the target file + KV cache (gguf-run's, `-c 4096`) + "
+             "200 MB; compile: gguf-run's first run with an empty Numba cache.", "",
              "| model | file MB | pp512 llama.cpp | pp512 gguf-run | ratio | tg128 llama.cpp "
              "| tg128 gguf-run | ratio | first token s (llama / ours) | peak RSS MB "
-             "(llama / ours) | first-run compile s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for label, size, theirs, ours, ttft_l, ttft_g, rss_l, rss_g, comp in rows:
+             "(llama / ours) | RSS target MB | first-run compile s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, size, theirs, ours, ttft_l, ttft_g, rss_l, rss_g, target, comp in rows:
         lines.append(f"| {label} | {size / 1e6:.0f} | {theirs['pp']:.1f} | {ours['pp']:.1f} | "
                      f"{ours['pp'] / theirs['pp']:.2f} | {theirs['tg']:.1f} | {ours['tg']:.1f} | "
                      f"{ours['tg'] / theirs['tg']:.2f} | {ttft_l:.2f} / {ttft_g:.2f} | "
-                     f"{rss_l:.0f} / {rss_g:.0f} | {comp:.1f} |")
+                     f"{rss_l:.0f} / {rss_g:.0f} | {target:.0f} | {comp:.1f} |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -44,6 +44,15 @@ class KVCache:
             return cls(window + n_batch, k_width, v_width, window, **types)
         return cls(n_ctx, k_width, v_width, window, **types)
 
+    @classmethod
+    def for_model(cls, cfg, n_ctx, n_batch, **types):
+        """One cache per layer of cfg (a ModelConfig); its arrays' pages are touched
+        only as they fill, so bench/compare.py sizes a context this way for free."""
+        return [cls.for_layer(n_ctx, n_batch, cfg.n_head_kv * cfg.head_dim,
+                              cfg.n_head_kv * cfg.head_dim_v,
+                              cfg.sliding_window if cfg.swa_layers[i] else 0, **types)
+                for i in range(cfg.n_layer)]
+
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes

@@ -2,8 +2,8 @@
 
 A vocabulary is the largest: gemma3's has 262144 tokens. As Python str objects,
 with a dict from text to id and its scores as Python floats, it held ~45 MB of the
-process (gemma3-270m's peak RSS 526 MB against a 510 target); as a blob, offsets
-and a hash table of ids it holds ~10 MB. Strings are decoded when asked for.
+process (gemma3-270m's peak RSS 526 MiB against a 510 MB target); as a blob,
+offsets and a hash table of ids ~8 MB. Strings are decoded when asked for.
 """
 from collections.abc import Sequence
 
@@ -26,7 +26,7 @@ class StringArray(Sequence):
 
     def __init__(self, blob: bytes, offsets: np.ndarray):
         self.blob, self.offsets = blob, offsets
-        self._table = self._hashes = self._dict = None
+        self._table = self._dict = None
 
     @classmethod
     def from_pieces(cls, pieces):
@@ -80,14 +80,13 @@ class StringArray(Sequence):
         if self._dict is not None:
             return self._dict.get(text)
         key = text.encode("utf-8")
-        h = hash(key)
-        table, hashes, mask = self._table, self._hashes, len(self._table) - 1
-        slot = h & mask
+        table, mask = self._table, len(self._table) - 1
+        slot = hash(key) & mask
         while True:
             i = int(table[slot])
             if i < 0:
                 return None
-            if hashes[i] == h and self._bytes(i) == key:
+            if self._bytes(i) == key:
                 return i
             slot = (slot + 1) & mask
 
@@ -101,11 +100,12 @@ class StringArray(Sequence):
         bounds = self.offsets.tolist()
         hashes = np.fromiter((hash(self.blob[a:b]) for a, b in zip(bounds, bounds[1:])),
                              np.int64, len(self))
-        table = np.full(1 << max(4, (2 * len(self)).bit_length()), -1, np.int32)
+        # at most half full: a miss probes ~2.5 slots
+        table = np.full(1 << max(4, (2 * len(self) - 1).bit_length()), -1, np.int32)
         replaced = np.empty((len(self), 2), np.int32)
         n_replaced = build_table(hashes, table, replaced)
         # equal hashes were taken for equal strings; if two differ (odds ~n^2 / 2^64),
         # a dict gives the exact answer instead
         if any(self._bytes(a) != self._bytes(b) for a, b in replaced[:n_replaced]):
             self._dict = {s: i for i, s in enumerate(self)}
-        self._hashes, self._table = hashes, table
+        self._table = table

@@ -80,12 +80,8 @@ class Transformer:
         self.v_rot = kv_quant.v_rotation(cache_type_v, cfg.head_dim_v)
         self.weights = load_weights(gguf_file, cfg)
         self.state = RunState(cfg, n_batch, q8_queries=cache_type_k == "q8_0")
-        self.caches = [KVCache.for_layer(n_ctx, n_batch, cfg.n_head_kv * cfg.head_dim,
-                                         cfg.n_head_kv * cfg.head_dim_v,
-                                         cfg.sliding_window if cfg.swa_layers[i] else 0,
-                                         type_k=cache_type_k, type_v=cache_type_v,
-                                         k_rot=self.k_rot)
-                       for i in range(cfg.n_layer)]
+        self.caches = KVCache.for_model(cfg, n_ctx, n_batch, type_k=cache_type_k,
+                                        type_v=cache_type_v, k_rot=self.k_rot)
         self.n_past = 0
         # one token runs a layer in one Numba call where it can (decode.py)
         self.decode_plans = decode.layer_plans(self)

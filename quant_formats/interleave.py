@@ -12,9 +12,11 @@ memory-bound) interleaved; the same idea as ggml-cpu's repack.cpp.
 A packed matrix is a tuple of arrays, one per block field:
     bytes fields  uint8 [n_groups, n_blocks, width, ROWS]   (pack_bytes)
     f16 fields    float32 [n_groups, n_blocks, ROWS]        (pack_f16: scales)
+               or uint16, the f16 bits (pack_f16_bits: the Q8_0 layout's scales,
+                  converted in the kernel by common.f16_to_f32)
 Rows past n_out (the last group's padding) are zero and never written out.
-Packing copies the weights once at load (the file's bytes, plus 2 per f16 scale);
-the loader then drops the mapped pages, so RSS holds one copy.
+Packing copies the weights once at load (the file's bytes, plus 2 per float32
+scale); the loader then drops the mapped pages, so RSS holds one copy.
 """
 import numpy as np
 from numba import njit, prange
@@ -62,12 +64,18 @@ def pack_bytes(w, block_bytes: int, first: int, width: int) -> np.ndarray:
 def pack_f16(w, block_bytes: int, first: int) -> np.ndarray:
     """The f16 at byte `first` of every block, as float32: [groups, blocks, ROWS].
     Kept as f16 bits, the kernels' table look-up per row and block was a gather
-    that took half a Q4_1 matvec's time, and converting them in the kernel a
-    quarter (measured); float32 costs 2 bytes more per block and scale."""
-    n_blocks = w.shape[1] // block_bytes
-    bits = np.zeros((n_groups(w.shape[0]), n_blocks, ROWS), np.uint16)
+    that took half a Q4_1 matvec's time, and converting them in the kernel by bit
+    arithmetic a quarter (measured); float32 costs 2 bytes more per block and
+    scale. common.f16_to_f32 (one vcvtph2ps per 16 scales) made bits pay in the
+    Q8_0 layout (pack_f16_bits); the others still take float32."""
+    return F16_TO_F32[pack_f16_bits(w, block_bytes, first)]
+
+
+def pack_f16_bits(w, block_bytes: int, first: int) -> np.ndarray:
+    """The f16 at byte `first` of every block, its bits: uint16 [groups, blocks, ROWS]."""
+    bits = np.zeros((n_groups(w.shape[0]), w.shape[1] // block_bytes, ROWS), np.uint16)
     _pack_u16(w, block_bytes, first, bits)
-    return F16_TO_F32[bits]
+    return bits
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -191,4 +199,4 @@ def pack_as_q8_0(w, block_bytes, values):
     fewer, and runs q8_0.packed_matmul: faster than a nibble-and-bit kernel here
     (Q5_0, 49152 x 576: 18.7 GB/s of Q8_0 against 7-11 GB/s of Q5_0 measured)."""
     values = np.ascontiguousarray(values).view(np.uint8)
-    return pack_f16(w, block_bytes, 0), pack_bytes(values, 32, 0, 32).view(np.int8)
+    return pack_f16_bits(w, block_bytes, 0), pack_bytes(values, 32, 0, 32).view(np.int8)

@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
 from . import interleave
-from .common import ROWS_PER_TASK, as_int8, f16_at, spread_activations, to_f16
+from .common import ROWS_PER_TASK, as_int8, f16_at, f16_to_f32, spread_activations, to_f16
 from .quantize_common import c_int, round_away, store_f16
 
 QTYPE = T.Q8_0
@@ -80,8 +80,10 @@ def matmul_kernel(w, qs, d, sums, out):
 # --- decode layout (interleave.py) ------------------------------------------
 
 def pack(w):
-    """(scales f32 [groups, blocks, ROWS], quants int8 [groups, blocks, 32, ROWS])."""
-    return (interleave.pack_f16(w, _TYPE_SIZE, 0),
+    """(scales as f16 bits uint16 [groups, blocks, ROWS], quants int8 [groups, blocks,
+    32, ROWS]): 2 bytes less per block than float32 scales (gemma3's 262144-row
+    output matrix 189 -> 178 MB), converted in the kernel at no measured cost."""
+    return (interleave.pack_f16_bits(w, _TYPE_SIZE, 0),
             interleave.pack_bytes(w, _TYPE_SIZE, 2, 32).view(np.int8))
 
 
@@ -102,7 +104,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
                     interleave.add_int8_products(isum, q_w[g, b], j, qs[t], b * 32 + j)
                 scale, d_b = d[t, b], d_w[g, b]
                 for r in range(n_rows):
-                    acc[r] += d_b[r] * scale * np.float32(isum[r])
+                    acc[r] += f16_to_f32(d_b[r]) * scale * np.float32(isum[r])
             for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                 out[t, g * n_rows + r] = acc[r]
 
@@ -114,8 +116,10 @@ def packed_dequantize(d_w, q_w, g0, out_t):
     n_rows = q_w.shape[3]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
+        scale = np.empty(n_rows, np.float32)
         for b in range(q_w.shape[1]):
-            scale = d_w[g, b]
+            for r in range(n_rows):
+                scale[r] = f16_to_f32(d_w[g, b, r])
             for j in range(32):
                 q, dst = q_w[g, b, j], out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
                 for r in range(n_rows):
