@@ -148,6 +148,9 @@ def _layer_plan(tr, il, positions):
     if w.wqkv is not None:
         q, k, v = w.wqkv.columns(st.qkv[:1])
         qkv_specs = (_spec(w.wqkv, st.qkv[:1]), None, None)
+    elif w.wqk is not None:
+        q, k = w.wqk.columns(st.qk[:1])
+        qkv_specs = (_spec(w.wqk, st.qk[:1]), None, _spec(w.wv, v))
     else:
         qkv_specs = (_spec(w.wq, q), _spec(w.wk, k), _spec(w.wv, v))
     if w.ffn_gate_up is not None:

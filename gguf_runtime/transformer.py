@@ -35,6 +35,7 @@ class RunState:
         self.gate, self.up, self.hidden = buf(cfg.n_ff), buf(cfg.n_ff), buf(cfg.n_ff)
         # outputs of the fused matrices (weights.FusedMatrix), split into the above
         self.qkv, self.gate_up = buf(q_width + kv_width + v_width), buf(2 * cfg.n_ff)
+        self.qk = buf(q_width + kv_width)  # weights.LayerWeights.wqk's output
         self.logits = np.zeros((1, cfg.n_vocab), np.float32)
         # Q as q8_0 (quants, f16-valued scales) for a q8_0 K cache's scores
         n_q8 = n_batch if q8_queries else 0
@@ -168,6 +169,9 @@ class Transformer:
         xb, q, k, v, att = st.xb[:n], st.q[:n], st.k[:n], st.v[:n], st.att[:n]
         if w.wqkv is not None:
             q, k, v = _fused_matmul(w.wqkv, xb, st.qkv[:n], (q, k, v))
+        elif w.wqk is not None:
+            q, k = _fused_matmul(w.wqk, xb, st.qk[:n], (q, k))
+            w.wv.matmul(xb, v)
         else:
             shared = w.wq.matmul_shared(xb, q, None)  # Q, K, V read the same input
             shared = w.wk.matmul_shared(xb, k, shared)

@@ -181,6 +181,7 @@ class LayerWeights:
     ffn_down: Matrix
     ffn_post_norm: np.ndarray | None
     wqkv: FusedMatrix | None = None
+    wqk: FusedMatrix | None = None  # Q and K when V's layout differs (Q4_0 V, IQ4_NL Q/K)
     ffn_gate_up: FusedMatrix | None = None
 
 
@@ -256,6 +257,7 @@ def load_weights(gguf_file, cfg: ModelConfig) -> Weights:
             ffn_post_norm=ld.vector(p + "post_ffw_norm.weight", d, cfg.post_norms)))
         lw = layers[-1]
         lw.wqkv, lw.ffn_gate_up = fuse([lw.wq, lw.wk, lw.wv]), fuse([lw.ffn_gate, lw.ffn_up])
+        lw.wqk = fuse([lw.wq, lw.wk]) if lw.wqkv is None else None
         gguf_file.release_pages()  # the layer is packed: peak RSS holds one layer twice
     weights = Weights(token_embd=embd, output_norm=ld.vector("output_norm.weight", d),
                       output=output, layers=layers)

@@ -18,12 +18,15 @@ from tiny_models import TINY, random_weights, write_gguf
 WIDE = dict(n_embd=256, head_dim=64, n_ff=256)
 # file types whose tensors cover the four decode kernels and three activation formats
 FILE_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "IQ4_NL", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_XS",
-              "Q4_0+Q5_1"]  # layer 1's ffn_down in Q5_1, a format without a decode layout
+              "Q4_0+Q5_1",   # layer 1's ffn_down in Q5_1, a format without a decode layout
+              "IQ4_NL+Q4_0"]  # V in Q4_0: Q and K fuse without it (weights.wqk)
 
 
 def _options(file_type):
     if file_type == "Q4_0+Q5_1":
         return Options("Q4_0", tensor_types=[(re.compile(r"blk\.1\.ffn_down"), T.Q5_1)])
+    if file_type == "IQ4_NL+Q4_0":
+        return Options("IQ4_NL", tensor_types=[(re.compile(r"attn_v"), T.Q4_0)])
     return Options(file_type)
 
 
@@ -84,6 +87,11 @@ def test_decode_layer_equals_batch_path(wide_f32, tmp_path, arch, file_type):
         fast = _run(tr, ids, 4)
         tr.decode_plans = [None] * len(plans)
         batch = _run(tr, ids, 4)
+        if file_type == "IQ4_NL+Q4_0":  # Q and K as one matrix equal them apart
+            assert all(w.wqk is not None and w.wqkv is None for w in tr.weights.layers)
+            for w in tr.weights.layers:
+                w.wqk = None
+            assert np.array_equal(_run(tr, ids, 4), batch)
     assert np.isfinite(fast).all()
     assert np.array_equal(fast, batch)
 
