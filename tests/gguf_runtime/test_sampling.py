@@ -16,6 +16,17 @@ def test_top_k_keeps_k_largest_sorted():
     assert ids.tolist() == [1, 3, 2] and values.tolist() == [5, 4, 3]
 
 
+@pytest.mark.parametrize("k", [1, 40, 1000])
+def test_top_k_over_a_vocabulary_equals_a_full_sort(k):
+    rng = np.random.default_rng(k)
+    values = np.round(rng.standard_normal(262144), 2).astype(np.float32)  # many ties
+    order = np.argsort(-values, kind="stable")[:k]  # ties: lower ids first
+    ids, kept = top_k(None, values, k)
+    assert ids.tolist() == order.tolist() and np.array_equal(kept, values[order])
+    ids, _ = top_k(np.arange(262144) + 7, values, k)
+    assert ids.tolist() == (order + 7).tolist()
+
+
 def test_top_p_keeps_the_token_that_crosses_p():
     values = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     ids, _ = top_p(np.arange(4), values, 0.75)
