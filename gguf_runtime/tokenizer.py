@@ -65,7 +65,7 @@ def _string_array(tokens):
 
 class Tokenizer:
     def __init__(self, md, algorithm):
-        self.tokens = _string_array(md["tokenizer.ggml.tokens"])
+        self.tokens = algorithm.tokens  # the StringArray the algorithm looks ids up in
         self.n_vocab = len(self.tokens)
         self.types = np.asarray(md.get("tokenizer.ggml.token_type",
                                        np.full(self.n_vocab, NORMAL)), np.int32)
@@ -84,13 +84,14 @@ class Tokenizer:
     def from_metadata(cls, md):
         _check_vocab(md)
         model = md.get("tokenizer.ggml.model")
+        tokens = _string_array(md["tokenizer.ggml.tokens"])
         if model == "gpt2":
             from .tokenizer_bpe import BPE
-            return cls(md, BPE(_string_array(md["tokenizer.ggml.tokens"]), md.get("tokenizer.ggml.merges", []),
+            return cls(md, BPE(tokens, md.get("tokenizer.ggml.merges", []),
                                md.get("tokenizer.ggml.pre", "default")))
         if model == "llama":
             from .tokenizer_spm import SPM
-            return cls(md, SPM(_string_array(md["tokenizer.ggml.tokens"]), md["tokenizer.ggml.scores"],
+            return cls(md, SPM(tokens, md["tokenizer.ggml.scores"],
                                bool(md.get("tokenizer.ggml.add_space_prefix", True))))
         raise ModelError(f"tokenizer model '{model}' is not supported yet")
 

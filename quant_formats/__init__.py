@@ -132,8 +132,7 @@ def matmul(x: np.ndarray, w: np.ndarray, qtype, out: np.ndarray | None = None,
     if packed is not None:
         return matmul_packed(x, packed, qtype, out, act)
     act_fmt = get(fmt.VEC_DOT_TYPE)
-    if act is None and (n_tokens < PREFILL_MIN_TOKENS or not hasattr(act_fmt, "rounded")):
-        act = quantize_activations(x, qtype)
+    act = _activations(x, qtype, act_fmt, act)
     if n_tokens < PREFILL_MIN_TOKENS:
         fmt.matmul_kernel(w, *act, out)
         return out
@@ -148,8 +147,7 @@ def matmul_packed(x, packed, qtype, out, act=None):
     the first n_out of the layout's rows. The caller checks the shapes."""
     fmt = get(qtype)
     act_fmt = get(fmt.VEC_DOT_TYPE)
-    if act is None and (x.shape[0] < PREFILL_MIN_TOKENS or not hasattr(act_fmt, "rounded")):
-        act = quantize_activations(x, qtype)
+    act = _activations(x, qtype, act_fmt, act)
     if x.shape[0] < PREFILL_MIN_TOKENS:
         fmt.packed_matmul(*packed, *act, out)
         return out
@@ -158,6 +156,15 @@ def matmul_packed(x, packed, qtype, out, act=None):
         offsets = fmt.packed_block_offsets(*packed)[:out.shape[1]]
         out += act_fmt.offset_residual(*act) @ offsets.T
     return out
+
+
+def _activations(x, qtype, act_fmt, act):
+    """act, or x quantized to the vec_dot format where the kernels need it: a few
+    tokens, or a format without rounded() (Q8_1: its offset term reads act). None
+    leaves prefill to round x in one pass (_rounded_activations)."""
+    if act is None and (x.shape[0] < PREFILL_MIN_TOKENS or not hasattr(act_fmt, "rounded")):
+        return quantize_activations(x, qtype)
+    return act
 
 
 def _rounded_activations(x, act_fmt, act):

@@ -1,6 +1,5 @@
 """Numba helpers shared by the block formats."""
 import math
-
 import platform
 
 import numba

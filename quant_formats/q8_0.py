@@ -128,17 +128,24 @@ def packed_dequantize(d_w, q_w, g0, out_t):
 
 # --- activation side -------------------------------------------------------
 
+@njit(cache=True, nogil=True, inline="always")
+def _block_scale(x, t, b):
+    """Block b of row t's scale amax/127 rounded to f16, and the factor 127/amax its
+    values are multiplied by (0 for an all-zero block)."""
+    amax = np.float32(0.0)
+    for j in range(32):
+        amax = max(amax, abs(x[t, b * 32 + j]))
+    inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+    return to_f16(amax / np.float32(127.0)), inv
+
+
 @njit(cache=True, nogil=True)
 def quantize_rows(x, qs, d):
     """As ggml-cpu's AVX2 quantize_row_q8_0 (arch/x86/quants.c): id = 127/amax,
     round half to even; the stored scale amax/127 is rounded to f16."""
     for t in range(x.shape[0]):
         for b in range(x.shape[1] // 32):
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[t, b * 32 + j]))
-            d[t, b] = to_f16(amax / np.float32(127.0))
-            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            d[t, b], inv = _block_scale(x, t, b)
             for j in range(32):
                 qs[t, b * 32 + j] = np.int8(np.rint(x[t, b * 32 + j] * inv))
 
@@ -166,11 +173,7 @@ def _rounded_rows(x, out):
     and f16 scale, their product in f32 (the prefill path needs no int8 copy)."""
     for t in prange(x.shape[0]):
         for b in range(x.shape[1] // 32):
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[t, b * 32 + j]))
-            d = to_f16(amax / np.float32(127.0))
-            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            d, inv = _block_scale(x, t, b)
             for j in range(32):
                 out[t, b * 32 + j] = np.float32(np.int8(np.rint(x[t, b * 32 + j] * inv))) * d
 
