@@ -3,33 +3,20 @@ ggml_compute_forward_flash_attn_ext_f16): f16 rounding of Q and of the V
 accumulator, the online softmax's order, and the split-KV path one query takes
 over a view of 512+ cells. layers.attention_blas is the f32 tiled path of batches.
 """
-import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir as llvm_ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+from quant_formats.common import f16_round
 
 # ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
 # tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
 # V in f16 (ggml-cpu/common.h GGML_FA_TILE_Q).
 FA_TILE_Q = 64
-
-
-@njit(cache=True, nogil=True, inline="always")
-def f16_round(x):
-    """Round a float32 to the nearest f16 value (GGML_FP32_TO_FP16 then back).
-
-    Normal range: Veltkamp split keeps the top 11 significant bits in f32
-    arithmetic; below 2^-14 f16 spacing is the fixed 2^-24. All three cases are
-    computed and one selected, without branches, so loops over it can vectorize
-    (checked equal to numpy's float16 rounding on 2*10^7 random bit patterns)."""
-    ax = abs(x)
-    c = x * np.float32(8193.0)
-    normal = np.float32(c - (c - x))
-    tiny = np.float32(np.rint(x * np.float32(16777216.0)) / np.float32(16777216.0))
-    r = tiny if ax < np.float32(6.103515625e-05) else normal
-    return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
 
 
 @njit(cache=True, nogil=True)
@@ -42,8 +29,51 @@ def store_f16(src, cache, pos0, n_cells):
             cache[c, j] = f16_round(src[t, j])
 
 
+def _is_f32_row(t):
+    return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 \
+        and t.layout == "C"
+
+
+@intrinsic
+def _lanes_sum(typingctx, a, b, n_main):
+    """sum(a[:n_main] * b[:n_main]) of contiguous float32 rows (n_main a positive
+    multiple of 64) in ggml_vec_dot_f16's order (dot_f16_lanes), as float64. Written
+    as LLVM vector IR, <64 x float> held in registers: the same sums through a scratch
+    array stored and reloaded at each halving (wider stores than loads, which the CPU
+    does not forward) took 1.2-1.4x as long."""
+    if not (_is_f32_row(a) and _is_f32_row(b) and isinstance(n_main, types.Integer)):
+        return None
+    sig = types.float64(a, b, types.intp)
+
+    def codegen(context, builder, signature, args):
+        f32, i32, i64 = llvm_ir.FloatType(), llvm_ir.IntType(32), llvm_ir.IntType(64)
+        row = llvm_ir.VectorType(f32, 64)
+        a_ptr, b_ptr = (builder.bitcast(context.make_array(t)(context, builder, v).data,
+                                        f32.as_pointer())
+                        for t, v in zip(signature.args[:2], args[:2]))
+
+        def products(i):
+            va, vb = (builder.load(builder.bitcast(builder.gep(p, [i]), row.as_pointer()),
+                                   align=4) for p in (a_ptr, b_ptr))
+            return builder.fmul(va, vb)
+        lanes = cgutils.alloca_once_value(builder, products(llvm_ir.Constant(i64, 0)))
+        step = llvm_ir.Constant(i64, 64)
+        with cgutils.for_range_slice(builder, step, args[2], step) as (i, _):
+            builder.store(builder.fadd(builder.load(lanes), products(i)), lanes)
+        v, width = builder.load(lanes), 64
+        while width > 4:  # 64 -> 32 -> 16 -> 8 -> 4: lane j += lane j + width / 2
+            half = width // 2
+            low, high = (builder.shuffle_vector(v, v, llvm_ir.Constant(
+                llvm_ir.VectorType(i32, half), list(range(o, o + half)))) for o in (0, half))
+            v, width = builder.fadd(low, high), half
+        lane = [builder.extract_element(v, llvm_ir.Constant(i32, j)) for j in range(4)]
+        total = builder.fadd(builder.fadd(lane[0], lane[2]), builder.fadd(lane[1], lane[3]))
+        return builder.fpext(total, llvm_ir.DoubleType())
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
-def dot_f16_lanes(a, b, lanes):
+def dot_f16_lanes(a, b):
     """sum(a * b) of two f16-valued f32 rows, summed in the order of ggml_vec_dot_f16
     as built with AVX-512 (ggml-cpu/vec.cpp; simd-mappings.h: GGML_F16_STEP 64,
     EPR 16; this machine's llama.cpp): 64 lanes accumulate every 64th product
@@ -51,28 +81,11 @@ def dot_f16_lanes(a, b, lanes):
     GGML_F32Cx16_REDUCE halves 64 -> 16 and _mm512_reduce_add_ps (GCC) 16 -> 1;
     leftovers add in double. Equal scores, not just close ones: a sequential sum
     let the qwen2-derived test model's greedy text drift from llama.cpp's (checked
-    equal to libggml-cpu's ggml_vec_dot_f16 on 6000 random rows of 64-256). The
-    lane loops vectorize: decode attention at 128 positions, 9 heads, 69 -> 54 us
-    per layer against one serial chain. lanes: f32 scratch of 64."""
+    equal to libggml-cpu's ggml_vec_dot_f16 on 6000 random rows of 64-256).
+    a and b: C-contiguous (k_cache[c, a:b] is typed strided: reshape to heads)."""
     n = a.shape[0]
     n_main = n - n % 64
-    if n_main:  # the first 64 products set the lanes (no zeroing pass: 10% faster)
-        for j in range(64):
-            lanes[j] = a[j] * b[j]
-        for i in range(64, n_main, 64):
-            for j in range(64):
-                lanes[j] += a[i + j] * b[i + j]
-    else:
-        lanes[:] = 0
-    for j in range(32):  # constant trip counts: a loop over the widths ran 20% slower
-        lanes[j] += lanes[j + 32]
-    for j in range(16):
-        lanes[j] += lanes[j + 16]
-    for j in range(8):
-        lanes[j] += lanes[j + 8]
-    for j in range(4):
-        lanes[j] += lanes[j + 4]
-    total = np.float64((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
+    total = _lanes_sum(a, b, n_main) if n_main else np.float64(0.0)
     for i in range(n_main, n):
         total += np.float64(a[i] * b[i])
     return np.float32(total)
@@ -139,7 +152,6 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
             for j in range(head_dim_k):
                 qh[j] = f16_round(qh[j])
         acc = np.zeros(head_dim_v, np.float32)
-        lanes = np.empty(64, np.float32)
         p = pos0 + t
         first = max(0, p - window + 1) if window > 0 else 0
         m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
@@ -148,7 +160,7 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
             c = kp % n_cells
             krow = k_heads[c, kh]
             if half_precision:
-                s = dot_f16_lanes(krow, qh, lanes) * kq_scale
+                s = dot_f16_lanes(krow, qh) * kq_scale
             else:
                 s = _dot_serial(krow, qh) * kq_scale
             ms, vs, m = softmax_step(s, m)
@@ -215,7 +227,6 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
             for j in range(head_dim_k):
                 qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
         acc = np.zeros((group, head_dim_v), np.float32)
-        lanes = np.empty(64, np.float32)
         m = np.full(group, -np.inf, np.float32)
         total = np.zeros(group, np.float32)
         for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
@@ -225,7 +236,7 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
             row = kp % n_cells
             krow, vrow = k_heads[row, kh], v_heads[row, kh]
             for g in range(group):
-                s = dot_f16_lanes(krow, qg[g], lanes) * kq_scale
+                s = dot_f16_lanes(krow, qg[g]) * kq_scale
                 ms, vs, m[g] = softmax_step(s, m[g])
                 add_value_f16(acc[g], vrow, ms, vs)
                 total[g] = total[g] * ms + vs

@@ -11,10 +11,10 @@ over the block, so the per-32 scale wastes fewer levels.
 import numpy as np
 from numba import njit, prange
 
-from quant_formats.common import as_int8, f16_at
+from quant_formats.common import as_int8, f16_at, f16_round
 from quant_formats.quantize_common import store_f16
 
-from .flash_attention import f16_round, softmax_step
+from .flash_attention import softmax_step
 
 CACHE_TYPES = ("f16", "q8_0")
 Q8_BLOCK, Q8_BYTES = 32, 34

@@ -55,6 +55,37 @@ def f16_to_f32(typingctx, bits):
     return sig, codegen
 
 
+def _f16_round_arithmetic(x):
+    """f16_round's fallback, in float32 arithmetic. Normal range: Veltkamp's split keeps
+    the top 11 significant bits; below 2^-14 the f16 spacing is the fixed 2^-24. All
+    three cases are computed and one selected, without branches, so loops over it
+    vectorize."""
+    ax = abs(x)
+    c = x * np.float32(8193.0)
+    normal = np.float32(c - (c - x))
+    tiny = np.float32(np.rint(x * np.float32(16777216.0)) / np.float32(16777216.0))
+    r = tiny if ax < np.float32(6.103515625e-05) else normal
+    return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
+
+
+@intrinsic
+def f16_round(typingctx, x):
+    """A float32 rounded to the nearest f16 value (ties to even, overflow to inf), as
+    float32: GGML_FP32_TO_FP16 then back. LLVM's fptrunc to half and fpext back, so a
+    loop over lanes becomes vcvtps2ph + vcvtph2ps with F16C (decode attention's f16
+    accumulator: 2x faster than the arithmetic, the same values)."""
+    if x != types.float32:
+        return None
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        if not _NATIVE_F16:
+            return context.compile_internal(builder, _f16_round_arithmetic, signature, args)
+        half = builder.fptrunc(args[0], llvm_ir.HalfType())
+        return builder.fpext(half, llvm_ir.FloatType())
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def f16_at(buf, offset):
     """The little-endian f16 at buf[offset], as float32."""

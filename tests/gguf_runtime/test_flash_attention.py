@@ -32,6 +32,28 @@ def _dot_f16(a, b):
     return np.float32((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
 
 
+@pytest.mark.parametrize("n", [16, 48, 64, 80, 128, 200, 256])
+def test_dot_f16_lanes_sums_in_ggml_s_order(n):
+    """Scores bit for bit as the transcription above: 64 lanes, the halving tree, the
+    leftovers past the last 64 in double (none below 64 wide but the leftovers)."""
+    @numba.njit
+    def dots(k, q, out):
+        for r in range(k.shape[0]):
+            out[r] = fa.dot_f16_lanes(k[r], q)
+    rng = np.random.default_rng(n)
+    k = _f16(rng.standard_normal((500, n)) * np.exp(rng.uniform(-4, 4, (500, 1))))
+    q = _f16(rng.standard_normal(n) * 3)
+    ours = np.empty(500, np.float32)
+    dots(k, q, ours)
+    products = (k * q).astype(np.float32)
+    main = n - n % 64
+    for r in range(500):
+        total = np.float64(_dot_f16(k[r, :main], q[:main])) if main else 0.0
+        for p in products[r, main:]:
+            total += np.float64(p)
+        assert ours[r] == np.float32(total), r
+
+
 def _one_chunk(qh, k, v, kh, cells, scale):
     """(M, S, V accumulator) over the given (cell, row) pairs, as one_chunk."""
     m, s, acc = np.float32(-np.inf), np.float32(0.0), np.zeros(HEAD_DIM, np.float32)

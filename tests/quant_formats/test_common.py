@@ -1,4 +1,5 @@
-"""quant_formats/common.py: the f16 conversion the Q8_0 decode layout's kernels use."""
+"""quant_formats/common.py: the f16 conversions of the Q8_0 decode layout's kernels
+and of decode attention (f16_round)."""
 import numpy as np
 import pytest
 from numba import njit
@@ -27,3 +28,40 @@ def test_f16_to_f32_is_numpy_s_conversion_for_every_pattern(native, monkeypatch)
     nan = np.isnan(numpy_s)
     assert np.array_equal(ours.view(np.uint32)[~nan], numpy_s.view(np.uint32)[~nan])
     assert np.isnan(ours[nan]).all()  # subnormals, +-0, +-inf included above
+
+
+def _f16_round_values():
+    """Every finite f16 value, the midpoints between neighbours (ties: to even), points
+    just either side of those, values past the largest f16 (65504; from 65520 up they
+    round to inf), and random float32 over f16's range and below it."""
+    values = ALL_BITS.view(np.float16).astype(np.float32)
+    finite = np.unique(values[np.isfinite(values)])
+    mid = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)
+    near = np.concatenate([np.nextafter(mid, np.float32(np.inf)),
+                           np.nextafter(mid, np.float32(-np.inf))])
+    rng = np.random.default_rng(3)
+    random = (rng.standard_normal(200_000) * np.exp(rng.uniform(-30, 12, 200_000)))
+    edges = np.array([65504, 65519.996, 65520, 1e6, 1e-30, 0.0], np.float32)
+    out = np.concatenate([finite, mid, near, random.astype(np.float32), edges, -edges])
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["fptrunc", "arithmetic"])
+def test_f16_round_is_numpy_s_float16_rounding(native, monkeypatch):
+    if native and not common._native_f16():
+        native = False  # this CPU has no F16C: both runs check the fallback
+    monkeypatch.setattr(common, "_NATIVE_F16", native)
+
+    @njit
+    def round_all(x, out):
+        for i in range(x.shape[0]):
+            out[i] = common.f16_round(x[i])
+    x = _f16_round_values()
+    ours = np.empty_like(x)
+    round_all(x, ours)
+    with np.errstate(over="ignore"):
+        numpy_s = x.astype(np.float16).astype(np.float32)
+    assert np.array_equal(ours.view(np.uint32), numpy_s.view(np.uint32))
+    nan = np.array([np.nan], np.float32)
+    round_all(nan, nan)
+    assert np.isnan(nan[0])
