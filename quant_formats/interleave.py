@@ -19,7 +19,10 @@ Packing copies the weights once at load (the file's bytes, plus 2 per float32
 scale); the loader then drops the mapped pages, so RSS holds one copy.
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir as llvm_ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .common import F16_TO_F32
 
@@ -98,16 +101,55 @@ def add_nibble_products(sum_lo, sum_hi, q_block, k, x, o, hi):
                              + np.int16(q3[r] >> 4) * np.int16(hi3))
 
 
-@njit(cache=True, nogil=True, inline="always")
-def add_int8_products(isum, q_block, k, x, o):
-    """isum[r] += sum over i < 4 of q_block[k + i, r] * x[o + i], in int32: four int8
-    values per pass over the rows (one per pass loads and stores the sums four
-    times as often: 1.3-1.5x slower, measured)."""
-    x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]
-    q0, q1, q2, q3 = q_block[k], q_block[k + 1], q_block[k + 2], q_block[k + 3]
-    for r in range(isum.shape[0]):
-        isum[r] += (np.int32(q0[r]) * np.int32(x0) + np.int32(q1[r]) * np.int32(x1)
-                    + np.int32(q2[r]) * np.int32(x2) + np.int32(q3[r]) * np.int32(x3))
+def _is_array(t, dtype, ndim):
+    return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim \
+        and t.layout == "C"
+
+
+@intrinsic
+def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
+    """out[r] = sum over i < n_k of q_block[k0 + i, r] * x[o + i] for the ROWS rows r of
+    a group (q_block int8 [block length, ROWS], C-contiguous; n_k even; out int32).
+    Written as LLVM vector IR: each pair of products summed in int16 (|q| <= 128,
+    |x| <= 127: at most 32512), widened and added in int32, the sums held in
+    registers. LLVM made the same loop in Numba int32 multiplies (vpmovsxbd +
+    vpmulld per 16 products); this is vpmovsxbw + vpmullw per 32, 1.25x the int8
+    products a second in cache (Q8_0 576 x 3072, 1 thread: 22.7 -> 28.4 GB/s)."""
+    if not (_is_array(out, types.int32, 1) and _is_array(q_block, types.int8, 2)
+            and _is_array(x, types.int8, 1)):
+        return None
+    sig = types.void(out, q_block, types.intp, types.intp, x, types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8, i16, i32, i64 = (llvm_ir.IntType(w) for w in (8, 16, 32, 64))
+        rows16, rows32 = llvm_ir.VectorType(i16, ROWS), llvm_ir.VectorType(i32, ROWS)
+        out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
+                           for i in (0, 1, 4))
+        k0, n_k, o = args[2], args[3], args[5]
+        q_ptr = builder.bitcast(q_a.data, i8.as_pointer())
+        x_ptr = builder.bitcast(x_a.data, i8.as_pointer())
+        splat_mask = llvm_ir.Constant(llvm_ir.VectorType(i32, ROWS), None)
+        x_first = builder.sub(o, k0)  # x[o + i] pairs with q_block[k0 + i]
+
+        def term(k):  # sext(q_block[k, :]) * sext(x[o + k]), <ROWS x i16>
+            row = builder.gep(q_ptr, [builder.mul(k, llvm_ir.Constant(i64, ROWS))])
+            q = builder.load(builder.bitcast(row, llvm_ir.VectorType(i8, ROWS).as_pointer()),
+                             align=1)
+            xk = builder.sext(builder.load(builder.gep(x_ptr, [builder.add(x_first, k)])), i16)
+            xs = builder.insert_element(llvm_ir.Constant(rows16, llvm_ir.Undefined), xk,
+                                        llvm_ir.Constant(i32, 0))
+            xs = builder.shuffle_vector(xs, llvm_ir.Constant(rows16, llvm_ir.Undefined),
+                                        splat_mask)
+            return builder.mul(builder.sext(q, rows16), xs)
+        total = cgutils.alloca_once_value(builder, llvm_ir.Constant(rows32, None))
+        two = llvm_ir.Constant(i64, 2)
+        with cgutils.for_range_slice(builder, k0, builder.add(k0, n_k), two) as (k, _):
+            pair = builder.add(term(k), term(builder.add(k, llvm_ir.Constant(i64, 1))))
+            builder.store(builder.add(builder.load(total), builder.sext(pair, rows32)), total)
+        out_ptr = builder.bitcast(out_a.data, rows32.as_pointer())
+        builder.store(builder.load(total), out_ptr, align=4)
+        return context.get_dummy_value()
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True, parallel=True)

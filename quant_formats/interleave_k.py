@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import interleave
-from .interleave import add_int8_products, add_nibble_products
+from .interleave import add_nibble_products, int8_rows_dot
 from .kquant_common import scale_min_k4_reference
 
 
@@ -128,9 +128,7 @@ def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
                 isum[:] = 0
                 msum[:] = 0
                 for sub in range(8):
-                    sub_sum[:] = 0
-                    for j in range(32 * sub, 32 * sub + 32, 4):
-                        add_int8_products(sub_sum, v_w[g, b], j, qs[t], b * 256 + j)
+                    int8_rows_dot(sub_sum, v_w[g, b], 32 * sub, 32, qs[t], b * 256 + 32 * sub)
                     sc = sc_w[g, b, sub]
                     for r in range(n_rows):
                         isum[r] += np.int32(sc[r]) * sub_sum[r]
@@ -176,9 +174,8 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
             for b in range(n_blocks):
                 isum[:] = 0
                 for sub in range(sc_w.shape[2]):
-                    sub_sum[:] = 0
-                    for j in range(sub * sub_len, (sub + 1) * sub_len, 4):  # sub_len % 4 == 0
-                        add_int8_products(sub_sum, v_w[g, b], j, qs[t], b * block + j)
+                    int8_rows_dot(sub_sum, v_w[g, b], sub * sub_len, sub_len, qs[t],
+                                  b * block + sub * sub_len)  # sub_len is even
                     sc = sc_w[g, b, sub]
                     for r in range(n_rows):
                         isum[r] += np.int32(sc[r]) * sub_sum[r]

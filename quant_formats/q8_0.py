@@ -99,9 +99,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
         for t in range(qs.shape[0]):
             acc[:] = 0
             for b in range(n_blocks):
-                isum[:] = 0
-                for j in range(0, 32, 4):
-                    interleave.add_int8_products(isum, q_w[g, b], j, qs[t], b * 32 + j)
+                interleave.int8_rows_dot(isum, q_w[g, b], 0, 32, qs[t], b * 32)
                 scale, d_b = d[t, b], d_w[g, b]
                 for r in range(n_rows):
                     acc[r] += f16_to_f32(d_b[r]) * scale * np.float32(isum[r])
