@@ -11,7 +11,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
-from quant_formats.common import f16_round
+from quant_formats.common import f16_round, is_c_array
 
 # ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
 # tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
@@ -29,11 +29,6 @@ def store_f16(src, cache, pos0, n_cells):
             cache[c, j] = f16_round(src[t, j])
 
 
-def _is_f32_row(t):
-    return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 \
-        and t.layout == "C"
-
-
 @intrinsic
 def _lanes_sum(typingctx, a, b, n_main):
     """sum(a[:n_main] * b[:n_main]) of contiguous float32 rows (n_main a positive
@@ -41,7 +36,8 @@ def _lanes_sum(typingctx, a, b, n_main):
     as LLVM vector IR, <64 x float> held in registers: the same sums through a scratch
     array stored and reloaded at each halving (wider stores than loads, which the CPU
     does not forward) took 1.2-1.4x as long."""
-    if not (_is_f32_row(a) and _is_f32_row(b) and isinstance(n_main, types.Integer)):
+    if not (is_c_array(a, types.float32, 1) and is_c_array(b, types.float32, 1)
+            and isinstance(n_main, types.Integer)):
         return None
     sig = types.float64(a, b, types.intp)
 

@@ -40,6 +40,13 @@ def _f16_bits_value(bits):
 _NATIVE_F16 = _native_f16()
 
 
+def is_c_array(numba_type, dtype, ndim) -> bool:
+    """Whether an intrinsic's argument type is a C-contiguous array of dtype and ndim
+    (the vector IR intrinsics load whole rows through its data pointer)."""
+    return (isinstance(numba_type, types.Array) and numba_type.dtype == dtype
+            and numba_type.ndim == ndim and numba_type.layout == "C")
+
+
 @intrinsic
 def f16_to_f32(typingctx, bits):
     """The f16 whose bits are a uint16, as float32: LLVM's fpext of half, so a loop over

@@ -24,7 +24,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .common import F16_TO_F32
+from .common import F16_TO_F32, is_c_array
 
 ROWS = 64
 
@@ -101,11 +101,6 @@ def add_nibble_products(sum_lo, sum_hi, q_block, k, x, o, hi):
                              + np.int16(q3[r] >> 4) * np.int16(hi3))
 
 
-def _is_array(t, dtype, ndim):
-    return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim \
-        and t.layout == "C"
-
-
 @intrinsic
 def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
     """out[r] = sum over i < n_k of q_block[k0 + i, r] * x[o + i] for the ROWS rows r of
@@ -115,8 +110,8 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
     registers. LLVM made the same loop in Numba int32 multiplies (vpmovsxbd +
     vpmulld per 16 products); this is vpmovsxbw + vpmullw per 32, 1.25x the int8
     products a second in cache (Q8_0 576 x 3072, 1 thread: 22.7 -> 28.4 GB/s)."""
-    if not (_is_array(out, types.int32, 1) and _is_array(q_block, types.int8, 2)
-            and _is_array(x, types.int8, 1)):
+    if not (is_c_array(out, types.int32, 1) and is_c_array(q_block, types.int8, 2)
+            and is_c_array(x, types.int8, 1)):
         return None
     sig = types.void(out, q_block, types.intp, types.intp, x, types.intp)
 
