@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+from quant_formats.common import f32_from_bits, fma32
 from .flash_attention import FA_TILE_Q
 
 
@@ -229,14 +230,56 @@ def _gelu_row(gate, up, out):
         out[j] = a * up[j]
 
 
+# ggml-cpu/vec.h ggml_v_expf as built with AVX-512 (this machine's llama.cpp; the AVX2
+# build differs in its last step): exp(x) = 2^n * p(b), n = round(x / ln2) by the
+# 1.5 * 2^23 shifter, b = x - n ln2 in two parts, p a degree-5 polynomial; |n| > 192
+# gives inf or 0. Constants from ARM's optimized routines, as ggml's.
+_SHIFTER, _INV_LN2, _LN2_HI, _LN2_LO, _E1, _E2, _E3, _E4, _E5 = (
+    np.float32(float.fromhex(h)) for h in (
+        "0x1.8p23", "0x1.715476p+0", "0x1.62e4p-1", "0x1.7f7d1cp-20", "0x1.ffffecp-1",
+        "0x1.fffdb6p-2", "0x1.555e66p-3", "0x1.573e2ep-5", "0x1.0e4020p-7"))
+_ONE = np.float32(1.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pow2(k):
+    """2^k as float32, k an int32 in [-126, 127]."""
+    return f32_from_bits(np.int32((k + 127) << 23))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ggml_expf(x):
+    """ggml_v_expf's value for one lane, branch-free so loops over it vectorize.
+    _mm512_scalef_ps(j, n) = j * 2^n rounded once: two exact-power multiplies, the
+    first exact (its result stays normal for |n| <= 192)."""
+    z = fma32(x, _INV_LN2, _SHIFTER)
+    n = z - _SHIFTER
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    u = b * b
+    j = fma32(fma32(fma32(_E5, b, _E4), u, fma32(_E3, b, _E2)), u, fma32(_E1, b, _ONE))
+    k = np.int32(n)  # past +-192 (or NaN) res is not used: no clamp
+    half = k >> 1
+    res = (j * _pow2(half)) * _pow2(k - half)
+    big = np.float32(0.0) if n <= np.float32(0.0) else np.float32(np.inf)
+    return big if abs(n) > np.float32(192.0) else res
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _silu_row(gate, up, out):
-    for j in range(gate.shape[0]):
+    """ggml_vec_swiglu_f32: whole 16s of the row through ggml_v_silu, x / (1 +
+    ggml_v_expf(0 - x)), then times up; the rest through ggml_silu_f32 (libm's expf)."""
+    n_simd = gate.shape[0] - gate.shape[0] % 16
+    for j in range(n_simd):
         x = gate[j]
-        out[j] = x / (np.float32(1.0) + np.exp(-x)) * up[j]
+        out[j] = x / (_ONE + ggml_expf(np.float32(0.0) - x)) * up[j]
+    for j in range(n_simd, gate.shape[0]):
+        x = gate[j]
+        out[j] = x / (_ONE + np.exp(-x)) * up[j]
 
 
-@njit(cache=True, nogil=True)
+# error_model numpy: Python's model tests each divisor for zero (1 + exp(-x) never
+# is), a branch that kept the SiLU loop scalar
+@njit(cache=True, nogil=True, error_model="numpy")
 def _gated_row(gate, up, gelu, out):
     if gelu:
         _gelu_row(gate, up, out)
@@ -246,11 +289,10 @@ def _gated_row(gate, up, gelu, out):
 
 @njit(cache=True, nogil=True, parallel=True)
 def gated_activation(gate, up, gelu, out):
-    """out = act(gate) * up. SiLU x / (1 + exp(-x)) with libm's expf (exp_inplace
-    there turned SmolLM2's greedy answer to the README prompt away from llama.cpp's
-    at a near-tie); GELU (tanh form) through
-    ggml's f16 lookup table: the table entry of the f16-rounded input
-    (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16).
+    """out = act(gate) * up. SiLU as ggml_vec_swiglu_f32 (_silu_row: ggml_v_expf's
+    polynomial, the same bits as llama.cpp's AVX-512 build, tests/data/swiglu_refs.npz);
+    GELU (tanh form) through ggml's f16 lookup table: the table entry of the
+    f16-rounded input (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16).
     One token runs outside the parallel region (its launch costs more than it saves)."""
     if gate.shape[0] == 1:
         _gated_row(gate[0], up[0], gelu, out[0])

@@ -93,6 +93,31 @@ def f16_round(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c in float32 with one rounding (LLVM's llvm.fma: one instruction where
+    the CPU has FMA, libm's fmaf elsewhere; the same value either way)."""
+    if not (a == b == c == types.float32):
+        return None
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return sig, codegen
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are an int32."""
+    if bits != types.int32:
+        return None
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def f16_at(buf, offset):
     """The little-endian f16 at buf[offset], as float32."""

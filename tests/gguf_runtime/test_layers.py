@@ -1,4 +1,6 @@
 """Layer kernels against numpy formulations of ggml's rules."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,21 @@ def test_silu():
     out = np.empty_like(x)
     layers.gated_activation(x, np.ones_like(x), False, out)
     np.testing.assert_allclose(out, x / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-30)
+
+
+def test_silu_is_ggml_swiglu_bit_for_bit():
+    """Against ggml_vec_swiglu_f32 itself (tests/data/make_swiglu_refs.py): ggml_v_silu
+    over whole 16s, libm's expf for the tail, overflow and infinite inputs included;
+    one token (serial) and a batch (parallel rows) alike."""
+    ref = np.load(Path(__file__).parents[1] / "data" / "swiglu_refs.npz")
+    x, g, y = ref["x"], ref["g"], ref["y"]
+    for n_rows in (1, 3):
+        out = np.empty((n_rows, x.size), np.float32)
+        layers.gated_activation(np.tile(x, (n_rows, 1)), np.tile(g, (n_rows, 1)), False, out)
+        for row in out:
+            nan = np.isnan(y)
+            assert np.array_equal(np.isnan(row), nan)
+            assert np.array_equal(row[~nan].view(np.uint32), y[~nan].view(np.uint32))
 
 
 def test_f16_round_matches_numpy():
