@@ -47,19 +47,22 @@ def is_c_array(numba_type, dtype, ndim) -> bool:
             and numba_type.ndim == ndim and numba_type.layout == "C")
 
 
-@intrinsic
-def f16_to_f32(typingctx, bits):
-    """The f16 whose bits are a uint16, as float32: LLVM's fpext of half, so a loop over
-    lanes becomes vcvtph2ps (0.2 ns a value here; F16_TO_F32[...] per lane is a gather)."""
-    if bits != types.uint16:
-        return None
-    sig = types.float32(types.uint16)
+def _f16_intrinsic(name, arg_type, native, fallback):
+    """An intrinsic of one arg_type value returning float32: native(builder, value), LLVM
+    IR through its half type, where _NATIVE_F16 (read when a caller compiles), else
+    the Python function fallback compiled in its place."""
+    def typer(typingctx, value):
+        if value != arg_type:
+            return None
+        sig = types.float32(arg_type)
 
-    def codegen(context, builder, signature, args):
-        if not _NATIVE_F16:
-            return context.compile_internal(builder, _f16_bits_value, signature, args)
-        return builder.fpext(builder.bitcast(args[0], llvm_ir.HalfType()), llvm_ir.FloatType())
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            if not _NATIVE_F16:
+                return context.compile_internal(builder, fallback, signature, args)
+            return native(builder, args[0])
+        return sig, codegen
+    typer.__name__ = typer.__qualname__ = name  # Numba's messages name it
+    return intrinsic(typer)
 
 
 def _f16_round_arithmetic(x):
@@ -75,22 +78,19 @@ def _f16_round_arithmetic(x):
     return np.float32(math.copysign(math.inf, x)) if ax >= np.float32(65520.0) else r
 
 
-@intrinsic
-def f16_round(typingctx, x):
-    """A float32 rounded to the nearest f16 value (ties to even, overflow to inf), as
-    float32: GGML_FP32_TO_FP16 then back. LLVM's fptrunc to half and fpext back, so a
-    loop over lanes becomes vcvtps2ph + vcvtph2ps with F16C (decode attention's f16
-    accumulator: 2x faster than the arithmetic, the same values)."""
-    if x != types.float32:
-        return None
-    sig = types.float32(types.float32)
+# The f16 whose bits are a uint16, as float32: LLVM's fpext of half, so a loop over
+# lanes becomes vcvtph2ps (0.2 ns a value here; F16_TO_F32[...] per lane is a gather).
+f16_to_f32 = _f16_intrinsic(
+    "f16_to_f32", types.uint16, lambda builder, bits: builder.fpext(
+        builder.bitcast(bits, llvm_ir.HalfType()), llvm_ir.FloatType()), _f16_bits_value)
 
-    def codegen(context, builder, signature, args):
-        if not _NATIVE_F16:
-            return context.compile_internal(builder, _f16_round_arithmetic, signature, args)
-        half = builder.fptrunc(args[0], llvm_ir.HalfType())
-        return builder.fpext(half, llvm_ir.FloatType())
-    return sig, codegen
+# A float32 rounded to the nearest f16 value (ties to even, overflow to inf), as
+# float32: GGML_FP32_TO_FP16 then back. LLVM's fptrunc to half and fpext back, so a
+# loop over lanes becomes vcvtps2ph + vcvtph2ps with F16C (decode attention's f16
+# accumulator: 2x faster than the arithmetic, the same values).
+f16_round = _f16_intrinsic(
+    "f16_round", types.float32, lambda builder, x: builder.fpext(
+        builder.fptrunc(x, llvm_ir.HalfType()), llvm_ir.FloatType()), _f16_round_arithmetic)
 
 
 @intrinsic
