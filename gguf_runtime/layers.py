@@ -103,41 +103,26 @@ def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
         _rope_row(x[t], positions[t], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
 
 
-# exp as Cephes expf: x = n ln2 + r, |r| <= ln2/2, a polynomial for e^r and n
-# added to its exponent bits, so loops over it vectorize (Numba's np.exp is a
-# scalar libm call per element; ggml's softmax uses a SIMD approximation too,
-# ggml_v_expf). Relative error < 5e-7 (tests/gguf_runtime/test_layers.py);
-# x is clamped to [-87, 88], the range where 2^n has a normal exponent.
-LOG2E, LN2_HI, LN2_LO = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
-_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
-_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
-
-
-@njit(cache=True, nogil=True, inline="always", fastmath={"contract"})
-def exp_inplace(x, exponents):
-    """x = exp(x), elementwise; exponents: int32 scratch of x's length."""
-    for j in range(x.shape[0]):
-        v = min(max(x[j], np.float32(-87.0)), np.float32(88.0))
-        n = np.rint(v * LOG2E)
-        r = v - n * LN2_HI - n * LN2_LO
-        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        x[j] = p * r * r + r + np.float32(1.0)
-        exponents[j] = np.int32(n) << 23
-    bits = x.view(np.int32)
-    for j in range(x.shape[0]):
-        bits[j] += exponents[j]
+@njit(cache=True, nogil=True, error_model="numpy")
+def _exp_minus(row, m):
+    """row = exp(row - m) as ggml_vec_soft_max_f32 computes it: ggml_v_expf (ggml_expf
+    below) over whole 16s, libm's expf for the rest. Not fastmath: contracting its
+    multiplies and adds would change ggml_expf's bits."""
+    n_simd = row.shape[0] - row.shape[0] % 16
+    for j in range(n_simd):
+        row[j] = ggml_expf(row[j] - m)
+    for j in range(n_simd, row.shape[0]):
+        row[j] = np.exp(row[j] - m)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _softmax(row, scale, exponents):
-    """row = softmax(row * scale); exponents: int32 scratch of row's length."""
+def _softmax(row, scale):
+    """row = softmax(row * scale)."""
     m = np.float32(-np.inf)
     for j in range(row.shape[0]):
         row[j] *= scale
         m = max(m, row[j])
-    for j in range(row.shape[0]):
-        row[j] -= m
-    exp_inplace(row, exponents)
+    _exp_minus(row, m)
     total = np.float32(0.0)
     for j in range(row.shape[0]):
         total += row[j]
@@ -158,7 +143,7 @@ def _masked_softmax(scores, group, first_query_pos, first_key_pos, window, scale
         p = first_query_pos + (i % n_rows) // group
         hi = p - first_key_pos + 1
         lo = max(0, p - window + 1 - first_key_pos) if window > 0 else 0
-        _softmax(row[lo:hi], scale, np.empty(hi - lo, np.int32))
+        _softmax(row[lo:hi], scale)
         row[:lo] = 0
         row[hi:] = 0
 

@@ -33,12 +33,15 @@ def test_silu():
     np.testing.assert_allclose(out, x / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-30)
 
 
+GGML_VEC_REFS = Path(__file__).parents[1] / "data" / "ggml_vec_refs.npz"
+
+
 def test_silu_is_ggml_swiglu_bit_for_bit():
-    """Against ggml_vec_swiglu_f32 itself (tests/data/make_swiglu_refs.py): ggml_v_silu
+    """Against ggml_vec_swiglu_f32 itself (tests/data/make_ggml_vec_refs.py): ggml_v_silu
     over whole 16s, libm's expf for the tail, overflow and infinite inputs included;
     one token (serial) and a batch (parallel rows) alike."""
-    ref = np.load(Path(__file__).parents[1] / "data" / "swiglu_refs.npz")
-    x, g, y = ref["x"], ref["g"], ref["y"]
+    ref = np.load(GGML_VEC_REFS)
+    x, g, y = ref["swiglu_x"], ref["swiglu_g"], ref["swiglu_y"]
     for n_rows in (1, 3):
         out = np.empty((n_rows, x.size), np.float32)
         layers.gated_activation(np.tile(x, (n_rows, 1)), np.tile(g, (n_rows, 1)), False, out)
@@ -76,9 +79,22 @@ def test_blas_attention_equals_kernel_in_f32(n, window, pos0):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_vectorized_exp_within_5e7_of_exact():
-    x = np.concatenate([np.linspace(-87, 88, 2_000_001, dtype=np.float32), np.float32([0, -0.0])])
-    y = x.copy()
-    layers.exp_inplace(y, np.empty(y.size, np.int32))
-    exact = np.exp(x.astype(np.float64))
-    assert np.max(np.abs(y - exact) / exact) < 5e-7
+def test_softmax_exponentials_are_ggml_s_bit_for_bit():
+    """The batch attention's exp(x - max) against ggml_vec_soft_max_f32 itself
+    (tests/data/make_ggml_vec_refs.py): ggml_v_expf over whole 16s, libm's expf for
+    the tail, -inf scores (masked keys) to 0."""
+    ref = np.load(GGML_VEC_REFS)
+    row = ref["softmax_x"].copy()
+    layers._exp_minus(row, ref["softmax_max"])
+    assert np.array_equal(row.view(np.uint32), ref["softmax_y"].view(np.uint32))
+
+
+def test_softmax_is_exact_softmax():
+    """Within ggml_v_expf's own error (2.1e-6 relative at exp(-45), where it matches
+    ggml bit for bit above)."""
+    x = np.concatenate([np.linspace(-60, 30, 1001, dtype=np.float32), np.float32([-np.inf])])
+    row = x.copy()
+    layers._softmax(row, np.float32(0.5))
+    scaled = x.astype(np.float64) * 0.5
+    exact = np.exp(scaled - scaled.max())
+    np.testing.assert_allclose(row, exact / exact.sum(), rtol=3e-6, atol=1e-45)
