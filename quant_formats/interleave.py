@@ -11,12 +11,12 @@ memory-bound) interleaved; the same idea as ggml-cpu's repack.cpp.
 
 A packed matrix is a tuple of arrays, one per block field:
     bytes fields  uint8 [n_groups, n_blocks, width, ROWS]   (pack_bytes)
-               or [n_groups, n_blocks, width / 2, 2 * ROWS]  (pack_byte_pairs: Q4_0
-                  and Q4_1's nibbles, two bytes of a row side by side)
+               or [n_groups, n_blocks, width / 4, 4 * ROWS]  (_side_by_side: four
+                  bytes of a row side by side, the operand of simd.quad_dot)
     f16 fields    float32 [n_groups, n_blocks, ROWS]        (pack_f16: scales)
                or uint16, the f16 bits (pack_f16_bits: the Q8_0 layout's scales,
                   converted in the kernel by common.f16_to_f32)
-Rows past n_out (the last group's padding) are zero and never written out.
+Rows past n_out (the last group's padding) are zero bytes and never written out.
 Packing copies the weights once at load (the file's bytes, plus 2 per float32
 scale); the loader then drops the mapped pages, so RSS holds one copy.
 """
@@ -26,9 +26,10 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import simd
 from .common import F16_TO_F32, is_c_array
 
-_I8, _I16, _I32, _I64 = (llvm_ir.IntType(w) for w in (8, 16, 32, 64))
+from .simd import I8 as _I8, I16 as _I16, I32 as _I32, I64 as _I64
 
 ROWS = 64
 
@@ -68,14 +69,21 @@ def pack_bytes(w, block_bytes: int, first: int, width: int) -> np.ndarray:
     return out
 
 
-def pack_byte_pairs(w, block_bytes: int, first: int, width: int) -> np.ndarray:
-    """pack_bytes with bytes 2p and 2p + 1 of a row side by side: [groups, blocks,
-    width / 2, 2 * ROWS], [g, b, p, 2r + e] = byte first + 2p + e of row r's block b
-    (the operand order of pair_madd)."""
-    q = pack_bytes(w, block_bytes, first, width)
-    g, b, _, rows = q.shape
-    pairs = q.reshape(g, b, width // 2, 2, rows).transpose(0, 1, 2, 4, 3)
-    return np.ascontiguousarray(pairs).reshape(g, b, width // 2, 2 * rows)
+def _side_by_side(q, n):
+    """[groups, blocks, width, ROWS] -> [groups, blocks, width / n, n * ROWS], each row's
+    n consecutive bytes side by side: [g, b, k, n r + e] = q[g, b, n k + e, r]."""
+    g, b, width, rows = q.shape
+    runs = q.reshape(g, b, width // n, n, rows).transpose(0, 1, 2, 4, 3)
+    return np.ascontiguousarray(runs).reshape(g, b, width // n, n * rows)
+
+
+def pack_quads(values) -> np.ndarray:
+    """int8 values [n_out, n_in] (n_in a multiple of 32) in the Q8_0 layout: uint8
+    [groups, n_in / 32, 8, 4 * ROWS], [g, b, k, 4r + e] = values[g * ROWS + r, 32b + 4k
+    + e] + 128 (offset binary: simd.quad_dot multiplies unsigned by signed bytes;
+    the kernels take 128 * sum(x) back per block)."""
+    offset_binary = np.ascontiguousarray(values).view(np.uint8) ^ np.uint8(0x80)
+    return _side_by_side(pack_bytes(offset_binary, 32, 0, 32), 4)
 
 
 def pack_f16(w, block_bytes: int, first: int) -> np.ndarray:
@@ -161,100 +169,81 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
     return sig, codegen
 
 
-def _pair_madd_kind(context) -> str:
-    """How pair_madd is emitted for the target being compiled for (its feature string,
-    which honours NUMBA_CPU_NAME / NUMBA_CPU_FEATURES): x86's vpmaddubsw at 512 or 256
-    bits, else portable IR."""
-    features = set(getattr(context.codegen(), "_tm_features", "").split(","))
-    if _PAIR_MADD_NATIVE and "+avx512bw" in features:
-        return "avx512bw"
-    if _PAIR_MADD_NATIVE and "+avx2" in features:
-        return "avx2"
-    return "generic"
+TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
-_PAIR_MADD_NATIVE = True  # tests turn it off to check the portable IR here
-_PMADDUBSW = {"avx512bw": ("llvm.x86.avx512.pmaddubs.w.512", 64),
-              "avx2": ("llvm.x86.avx2.pmadd.ub.sw", 32)}
+def _quads_dot_intrinsic(name: str, nibbles: bool, doc: str):
+    """quads_dot (nibbles False) or nibble_quads_dot (True), documented by doc."""
+    n_quads = 4 if nibbles else 8
 
-
-def pair_madd(context, builder, u, s):
-    """u[2i] * s[2i] + u[2i + 1] * s[2i + 1] as <n x i16>, for <2n x i8> u unsigned and
-    s signed whose pair sums fit int16 (x86's vpmaddubsw saturates, the portable IR
-    wraps; callers keep to |u| <= 15, where neither happens). One instruction per 64
-    products: LLVM does not form it from the portable IR (it emitted vpmullw and
-    byte permutes, measured 32 -> 117 G products/s on one core in L1)."""
-    kind, n = _pair_madd_kind(context), u.type.count // 2
-    undefined = llvm_ir.Constant(u.type, llvm_ir.Undefined)
-    if kind == "generic":
-        def half(v, first, extend):
-            picks = llvm_ir.Constant(llvm_ir.VectorType(_I32, n), list(range(first, 2 * n, 2)))
-            return extend(builder.shuffle_vector(v, undefined, picks), llvm_ir.VectorType(_I16, n))
-        return builder.add(builder.mul(half(u, 0, builder.zext), half(s, 0, builder.sext)),
-                           builder.mul(half(u, 1, builder.zext), half(s, 1, builder.sext)))
-    name, width = _PMADDUBSW[kind]
-    part_type = llvm_ir.VectorType(_I8, width)
-    fn_type = llvm_ir.FunctionType(llvm_ir.VectorType(_I16, width // 2), [part_type] * 2)
-    fn = builder.module.globals.get(name) or llvm_ir.Function(builder.module, fn_type, name)
-    parts = []
-    for first in range(0, 2 * n, width):
-        picks = llvm_ir.Constant(llvm_ir.VectorType(_I32, width), list(range(first, first + width)))
-        parts.append(builder.call(fn, [builder.shuffle_vector(u, undefined, picks),
-                                       builder.shuffle_vector(s, undefined, picks)]))
-    while len(parts) > 1:  # concatenate, pairwise
-        joined = []
-        for left, right in zip(parts[::2], parts[1::2]):
-            count = 2 * left.type.count
-            joined.append(builder.shuffle_vector(left, right, llvm_ir.Constant(
-                llvm_ir.VectorType(_I32, count), list(range(count)))))
-        parts = joined
-    return parts[0]
-
-
-@intrinsic
-def nibble_pairs_dot(typingctx, sum_lo, sum_hi, q_block, x, o, hi):
-    """For the ROWS rows r of a group and one 32-weight block in pack_byte_pairs' layout
-    (q_block uint8 [8, 2 * ROWS]: 16 bytes, byte j holding weights j (low nibble) and
-    j + 16 (high)): sum_lo[r] = sum over j < 16 of low nibble of byte j * x[o + j],
-    sum_hi[r] = high nibble * x[o + hi + j] (int32, set, not added to). Vector IR: per
-    pair of bytes one pair_madd for the low and one for the high nibbles, the sums in
-    int16 registers (16 * 15 * 128 fits), widened once."""
-    if not (is_c_array(sum_lo, types.int32, 1) and is_c_array(sum_hi, types.int32, 1)
-            and is_c_array(q_block, types.uint8, 2) and is_c_array(x, types.int8, 1)):
-        return None
-    sig = types.void(sum_lo, sum_hi, q_block, x, types.intp, types.intp)
+    def typer(typingctx, out, q_block, x, t0, n_tokens, o):
+        if not (is_c_array(out, types.int32, 2) and is_c_array(q_block, types.uint8, 2)
+                and is_c_array(x, types.int8, 2)):
+            return None
+        return types.void(out, q_block, x, types.intp, types.intp, types.intp), codegen
 
     def codegen(context, builder, signature, args):
-        pairs8 = llvm_ir.VectorType(_I8, 2 * ROWS)
-        rows16, rows32 = llvm_ir.VectorType(_I16, ROWS), llvm_ir.VectorType(_I32, ROWS)
-        lo_a, hi_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
-                                for i in range(4))
-        o, hi = args[4], args[5]
-        q_ptr = builder.bitcast(q_a.data, pairs8.as_pointer())
+        quads8, rows32 = llvm_ir.VectorType(_I8, 4 * ROWS), llvm_ir.VectorType(_I32, ROWS)
+        out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
+                           for i in range(3))
+        t0, n_tokens, o = args[3], args[4], args[5]
+        q_ptr = builder.bitcast(q_a.data, quads8.as_pointer())
         x_ptr = builder.bitcast(x_a.data, _I8.as_pointer())
+        out_ptr = builder.bitcast(out_a.data, rows32.as_pointer())
+        x_stride = builder.extract_value(x_a.shape, 1)
+        operands = []  # (weights <4 ROWS x i8>, offset of their x within the block)
+        for k in range(n_quads):
+            quad = builder.load(builder.gep(q_ptr, [llvm_ir.Constant(_I64, k)]), align=1)
+            if nibbles:
+                operands.append((builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * ROWS)), 4 * k))
+                operands.append((builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * ROWS)),
+                                 16 + 4 * k))
+            else:
+                operands.append((quad, 4 * k))
 
-        def x_pairs(index):  # (x[index], x[index + 1]) repeated ROWS times
-            pair = builder.load(builder.bitcast(builder.gep(x_ptr, [index]),
-                                                _I16.as_pointer()), align=1)
-            pairs = builder.insert_element(llvm_ir.Constant(rows16, llvm_ir.Undefined), pair,
+        def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated ROWS times
+            at = builder.add(builder.mul(builder.add(t0, llvm_ir.Constant(_I64, t)), x_stride),
+                             builder.add(o, llvm_ir.Constant(_I64, at)))
+            quad = builder.load(builder.bitcast(builder.gep(x_ptr, [at]), _I32.as_pointer()),
+                                align=1)
+            splat = builder.insert_element(llvm_ir.Constant(rows32, llvm_ir.Undefined), quad,
                                            llvm_ir.Constant(_I32, 0))
-            pairs = builder.shuffle_vector(pairs, llvm_ir.Constant(rows16, llvm_ir.Undefined),
+            splat = builder.shuffle_vector(splat, llvm_ir.Constant(rows32, llvm_ir.Undefined),
                                            llvm_ir.Constant(rows32, None))
-            return builder.bitcast(pairs, pairs8)
-        sum_lo_v = sum_hi_v = llvm_ir.Constant(rows16, None)
-        for p in range(8):  # unrolled
-            q = builder.load(builder.gep(q_ptr, [llvm_ir.Constant(_I64, p)]), align=1)
-            x_at = builder.add(o, llvm_ir.Constant(_I64, 2 * p))
-            low = builder.and_(q, llvm_ir.Constant(pairs8, [15] * 2 * ROWS))
-            high = builder.lshr(q, llvm_ir.Constant(pairs8, [4] * 2 * ROWS))
-            sum_lo_v = builder.add(sum_lo_v, pair_madd(context, builder, low, x_pairs(x_at)))
-            sum_hi_v = builder.add(sum_hi_v, pair_madd(context, builder, high,
-                                                       x_pairs(builder.add(x_at, hi))))
-        for total, array in ((sum_lo_v, lo_a), (sum_hi_v, hi_a)):
-            builder.store(builder.sext(total, rows32),
-                          builder.bitcast(array.data, rows32.as_pointer()), align=4)
+            return builder.bitcast(splat, quads8)
+        done = builder.append_basic_block("quads_dot.done")
+        switch = builder.switch(n_tokens, done)
+        for n in range(1, TOKENS + 1):  # one unrolled body per token count
+            block = builder.append_basic_block(f"quads_dot.tokens{n}")
+            switch.add_case(llvm_ir.Constant(_I64, n), block)
+            with builder.goto_block(block):
+                for t in range(n):
+                    total = llvm_ir.Constant(rows32, None)
+                    for weights, at in operands:
+                        total = simd.quad_dot(context, builder, total, weights, x_quad(t, at),
+                                              small=nibbles)
+                    builder.store(total, builder.gep(out_ptr, [llvm_ir.Constant(_I64, t)]),
+                                  align=4)
+                builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
-    return sig, codegen
+    typer.__name__ = typer.__qualname__ = name  # Numba's messages name it
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+quads_dot = _quads_dot_intrinsic("quads_dot", False, """quads_dot(out, q_block, x, t0,
+    n_tokens, o): out[t, r] = sum over k < 32 of q_block[k // 4, 4r + k % 4] * x[t0 + t,
+    o + k] for t < n_tokens <= TOKENS: the integer sums of one 32-weight block of the
+    Q8_0 layout (pack_quads) for the ROWS rows of a group, its offset binary bytes as
+    stored (the caller takes 128 * sum(x) off). out int32 [TOKENS, ROWS]; q_block uint8
+    [8, 4 * ROWS]; x int8 [tokens, n_in]. Each weight is loaded once for up to TOKENS
+    tokens; with AVX-512 VNNI one vpdpbusd makes 64 products and their sums.""")
+nibble_quads_dot = _quads_dot_intrinsic("nibble_quads_dot", True, """nibble_quads_dot(out,
+    q_block, x, t0, n_tokens, o): quads_dot for Q4_0 and Q4_1's 16 bytes per block in
+    pack_nibbles' layout (q_block uint8 [4, 4 * ROWS], byte j of a row holding weights j
+    (low nibble) and j + 16 (high)): out[t, r] = the sum over the block's 32 weights q
+    of q * x[t0 + t, o + its index].""")
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -262,13 +251,13 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0 and Q4_1 on the interleaved layout, the same integer sums and
     float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
     * sum(q8)), plus m * s for Q4_1. Fields: d_w, m_w f32 [groups, blocks, ROWS]
-    (m_w empty for Q4_0); q_w uint8 [groups, blocks, 8, 2 * ROWS] (pack_byte_pairs),
-    byte j holding weights j (low nibble) and j + 16 (high)."""
-    n_rows, n_blocks = d_w.shape[2], q_w.shape[1]  # runtime counts: LLVM vectorizes
+    (m_w empty for Q4_0); q_w uint8 [groups, blocks, 4, 4 * ROWS] (nibble_quads_dot).
+    Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
+    n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
     # Q4_0's offset * sum(q8) per block, once per call rather than per row group
     # (np.empty: np.zeros here would be a parallel region of its own, one more launch)
-    x_offsets = np.empty((qs.shape[0], 0 if has_min else n_blocks), np.int32)
+    x_offsets = np.empty((n_tokens, 0 if has_min else n_blocks), np.int32)
     for t in range(x_offsets.shape[0]):
         for b in range(x_offsets.shape[1]):
             x_sum = np.int32(0)
@@ -276,26 +265,27 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
                 x_sum += np.int32(qs[t, b * 32 + j])
             x_offsets[t, b] = offset * x_sum
     for g in prange(q_w.shape[0]):
-        acc = np.empty(n_rows, np.float32)
-        sum_lo = np.empty(n_rows, np.int32)
-        sum_hi = np.empty(n_rows, np.int32)
-        for t in range(qs.shape[0]):
+        acc = np.empty((TOKENS, n_rows), np.float32)
+        isum = np.empty((TOKENS, n_rows), np.int32)
+        for t0 in range(0, n_tokens, TOKENS):
+            n_t = min(TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
-                nibble_pairs_dot(sum_lo, sum_hi, q_w[g, b], qs[t], b * 32, 16)
-                scale, d_b = d[t, b], d_w[g, b]
-                if has_min:
-                    s, m_b = sums[t, b], m_w[g, b]
-                    for r in range(n_rows):
-                        isum = sum_lo[r] + sum_hi[r]
-                        acc[r] += d_b[r] * scale * np.float32(isum) + m_b[r] * s
-                else:
-                    x_offset = x_offsets[t, b]
-                    for r in range(n_rows):
-                        isum = sum_lo[r] + sum_hi[r]
-                        acc[r] += d_b[r] * scale * np.float32(isum - x_offset)
-            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                out[t, g * n_rows + r] = acc[r]
+                nibble_quads_dot(isum, q_w[g, b], qs, t0, n_t, b * 32)
+                d_b = d_w[g, b]
+                for t in range(n_t):
+                    scale = d[t0 + t, b]
+                    if has_min:
+                        s, m_b = sums[t0 + t, b], m_w[g, b]
+                        for r in range(n_rows):
+                            acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
+                    else:
+                        x_offset = x_offsets[t0 + t, b]
+                        for r in range(n_rows):
+                            acc[t, r] += d_b[r] * scale * np.float32(isum[t, r] - x_offset)
+            for t in range(n_t):
+                for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                    out[t0 + t, g * n_rows + r] = acc[t, r]
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -308,11 +298,11 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
         for b in range(q_w.shape[1]):
             scale = d_w[g, b]
             for j in range(32):
-                pair = q_w[g, b, (j & 15) >> 1]
-                e, shift = j & 1, 4 if j >= 16 else 0
+                quad = q_w[g, b, (j & 15) >> 2]
+                e, shift = j & 3, 4 if j >= 16 else 0
                 dst = out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
                 for r in range(n_rows):
-                    dst[r] = scale[r] * np.float32(np.int32((pair[2 * r + e] >> shift) & 15)
+                    dst[r] = scale[r] * np.float32(np.int32((quad[4 * r + e] >> shift) & 15)
                                                    - offset)
                 if m_w.shape[0]:
                     m = m_w[g, b]
@@ -328,7 +318,7 @@ def pack_nibbles(w, block_bytes, m_at, qs_at, offset):
     (None: absent) and nibbles qs at the given bytes)."""
     return (pack_f16(w, block_bytes, 0),
             _NO_SCALES if m_at is None else pack_f16(w, block_bytes, m_at),
-            pack_byte_pairs(w, block_bytes, qs_at, 16), offset)
+            _side_by_side(pack_bytes(w, block_bytes, qs_at, 16), 4), offset)
 
 
 def nibble_block_offsets(d_w, m_w, q_w, offset):
@@ -343,5 +333,4 @@ def pack_as_q8_0(w, block_bytes, values):
     [n_out, n_in] are those integers. Costs 34 bytes per block where the format has
     fewer, and runs q8_0.packed_matmul: faster than a nibble-and-bit kernel here
     (Q5_0, 49152 x 576: 18.7 GB/s of Q8_0 against 7-11 GB/s of Q5_0 measured)."""
-    values = np.ascontiguousarray(values).view(np.uint8)
-    return pack_f16_bits(w, block_bytes, 0), pack_bytes(values, 32, 0, 32).view(np.int8)
+    return pack_f16_bits(w, block_bytes, 0), pack_quads(values)

@@ -91,6 +91,7 @@ def pack(w):
 
 
 packed_matmul = interleave.nibble_matmul
+INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
 packed_dequantize = interleave.nibble_dequantize
 packed_block_offsets = interleave.nibble_block_offsets
 

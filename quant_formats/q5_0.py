@@ -81,6 +81,7 @@ def pack(w):
 
 
 packed_matmul = q8_0.packed_matmul
+INT8_PREFILL = q8_0.INT8_PREFILL
 packed_dequantize = q8_0.packed_dequantize
 
 

@@ -5,20 +5,21 @@ pair_madd (x86 vpmaddubsw) and quad_dot (vpdpbusd, AVX-512 VNNI) are emitted whe
 the target Numba compiles for has them: its feature string, which honours
 NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, so a cache built for a generic CPU holds no
 instruction that CPU lacks. Elsewhere (ARM, older x86) the same values come from
-portable IR that LLVM lowers as it can. Tests set NATIVE = False to check the
-portable path on any machine.
+portable IR that LLVM lowers as it can. Tests put features in DISABLED to check
+the other paths on any machine.
 """
 from llvmlite import ir as llvm_ir
 from numba.core.registry import cpu_target
 
 I8, I16, I32, I64 = (llvm_ir.IntType(w) for w in (8, 16, 32, 64))
-NATIVE = True
+DISABLED: set = set()  # features not to use even where the target has them
+X86_FEATURES = ("avx512vnni", "avx512bw", "avx2")
 
 
 def target_has(context, feature: str) -> bool:
     """Whether code compiled by context may use the x86 feature (e.g. "avx512vnni")."""
     features = getattr(context.codegen(), "_tm_features", "").split(",")
-    return NATIVE and "+" + feature in features
+    return feature not in DISABLED and "+" + feature in features
 
 
 def host_has(feature: str) -> bool:
@@ -83,16 +84,24 @@ def pair_madd(context, builder, u, s):
     return _strided_sum(builder, products, 2)
 
 
-def quad_dot(context, builder, acc, u, s):
+def quad_dot(context, builder, acc, u, s, small=False):
     """acc[i] + sum over j < 4 of u[4i + j] * s[4i + j], for <n x i32> acc and <4n x i8>
-    u unsigned, s signed (exact: no saturation either way). vpdpbusd where the target
-    has AVX-512 VNNI: 64 products and their sums in one instruction."""
+    u unsigned, s signed, exact. vpdpbusd where the target has AVX-512 VNNI: 64
+    products and their sums in one instruction. small (u <= 15, as nibbles): without
+    VNNI, pair_madd and vpmaddwd (pairs of pairs; exact, the pair sums are small)."""
     if target_has(context, "avx512vnni"):
-        acc_parts = _parts(builder, acc, 16)
         return _concat(builder, [
             _call(builder, "llvm.x86.avx512.vpdpbusd.512", a.type, [a, b, c])
-            for a, b, c in zip(acc_parts, _parts(builder, u, 64), _parts(builder, s, 64))])
-    n4 = u.type.count
-    products = builder.mul(builder.zext(u, llvm_ir.VectorType(I32, n4)),
-                           builder.sext(s, llvm_ir.VectorType(I32, n4)))
+            for a, b, c in zip(_parts(builder, acc, 16), _parts(builder, u, 64),
+                               _parts(builder, s, 64))])
+    wide = llvm_ir.VectorType(I32, u.type.count)
+    if small and (target_has(context, "avx512bw") or target_has(context, "avx2")):
+        name, width = (("llvm.x86.avx512.pmaddw.d.512", 32) if target_has(context, "avx512bw")
+                       else ("llvm.x86.avx2.pmadd.wd", 16))
+        pairs = pair_madd(context, builder, u, s)
+        ones = llvm_ir.Constant(llvm_ir.VectorType(I16, width), [1] * width)
+        result_type = llvm_ir.VectorType(I32, width // 2)
+        return builder.add(acc, _concat(builder, [_call(builder, name, result_type, [p, ones])
+                                                  for p in _parts(builder, pairs, width)]))
+    products = builder.mul(builder.zext(u, wide), builder.sext(s, wide))
     return builder.add(acc, _strided_sum(builder, products, 4))

@@ -1,11 +1,12 @@
 """quant_formats/interleave.py: the integer cores of the decode kernels against numpy:
-int8_rows_dot (the Q8_0 layout, Q6_K / IQ4_XS / IQ2_XXS sub-blocks, Q5_K) and
-nibble_pairs_dot (Q4_0, Q4_1) on both its code paths, and pack_byte_pairs."""
+int8_rows_dot (Q6_K / IQ4_XS / IQ2_XXS sub-blocks, Q5_K) and
+quads_dot and nibble_quads_dot (the Q8_0 layout; Q4_0, Q4_1) on each code path of
+quant_formats/simd.py, and the layouts they read."""
 import numpy as np
 import pytest
 from numba import njit
 
-from quant_formats import interleave
+from quant_formats import interleave, simd
 
 ROWS = interleave.ROWS
 
@@ -39,57 +40,80 @@ def test_int8_rows_dot_extremes_do_not_overflow():
         assert np.array_equal(out, q_block.astype(np.int64).sum(axis=0) * xv)
 
 
-def _nibble_pairs_dot(q_block, x, o, hi):
-    @njit  # a new function per call: compiled with the module's _PAIR_MADD_NATIVE of now
-    def run(sum_lo, sum_hi, q_block, x, o, hi):
-        interleave.nibble_pairs_dot(sum_lo, sum_hi, q_block, x, o, hi)
-    sum_lo, sum_hi = np.full(ROWS, 12345, np.int32), np.full(ROWS, -1, np.int32)
-    run(sum_lo, sum_hi, q_block, x, o, hi)
-    return sum_lo, sum_hi
+# The code paths of simd's instructions, by the features left on: VNNI, pmaddubsw +
+# pmaddwd (x86 without VNNI), portable IR. On a CPU without a feature the paths that
+# need it check the next one down (by design, not a skip).
+PATHS = {"vnni": set(), "pmaddubsw": {"avx512vnni"}, "portable-ir": set(simd.X86_FEATURES)}
 
 
-def _nibble_sums(q_bytes, x, o, hi):
-    """numpy: q_bytes uint8 [16, ROWS] (byte j of each row's block)."""
-    lo = (q_bytes & 15).astype(np.int64).T @ x[o:o + 16].astype(np.int64)
-    high = (q_bytes >> 4).astype(np.int64).T @ x[o + hi:o + hi + 16].astype(np.int64)
-    return lo, high
+def _runner(intrinsic_fn):
+    """A new function per call: compiled with simd.DISABLED of now."""
+    @njit
+    def run(q_block, x, t0, n_tokens, o):
+        out = np.full((interleave.TOKENS, ROWS), 777, np.int32)
+        intrinsic_fn(out, q_block, x, t0, n_tokens, o)
+        return out
+    return run
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["pmaddubsw", "portable-ir"])
-@pytest.mark.parametrize("o, hi", [(0, 16), (32, 16), (64, 32), (5, 7)])
-def test_nibble_pairs_dot_is_the_exact_integer_sum(native, o, hi, monkeypatch):
-    """On a CPU without AVX2 both runs check the portable IR (by design, not a skip)."""
-    monkeypatch.setattr(interleave, "_PAIR_MADD_NATIVE", native)
-    rng = np.random.default_rng(o + hi)
-    q_bytes = rng.integers(0, 256, (16, ROWS)).astype(np.uint8)
-    x = rng.integers(-128, 128, o + hi + 16).astype(np.int8)
-    q_block = interleave.pack_byte_pairs(q_bytes.T.copy(), 16, 0, 16)[0, 0]
-    assert q_block.shape == (8, 2 * ROWS)
-    sum_lo, sum_hi = _nibble_pairs_dot(q_block, x, o, hi)
-    expected_lo, expected_hi = _nibble_sums(q_bytes, x, o, hi)
-    assert np.array_equal(sum_lo, expected_lo) and np.array_equal(sum_hi, expected_hi)
+CASES = [(1, 0, 0), (4, 0, 32), (3, 2, 64), (2, 5, 0), (4, 4, 64)]  # n_tokens, t0, o
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["pmaddubsw", "portable-ir"])
-def test_nibble_pairs_dot_extremes_do_not_overflow(native, monkeypatch):
-    """Sixteen products of 15 and -128 (-30720) or 127 stay exact in the int16 sums."""
-    monkeypatch.setattr(interleave, "_PAIR_MADD_NATIVE", native)
-    q_bytes = np.full((16, ROWS), 0xFF, np.uint8)
-    q_bytes[:, 1::2] = 0x0F  # high nibble 0 in odd rows
-    q_block = interleave.pack_byte_pairs(q_bytes.T.copy(), 16, 0, 16)[0, 0]
-    for xv in (-128, 127):
-        x = np.full(32, xv, np.int8)
-        sum_lo, sum_hi = _nibble_pairs_dot(q_block, x, 0, 16)
-        expected_lo, expected_hi = _nibble_sums(q_bytes, x, 0, 16)
-        assert sum_lo[0] == 16 * 15 * xv and sum_hi[1] == 0
-        assert np.array_equal(sum_lo, expected_lo) and np.array_equal(sum_hi, expected_hi)
+@pytest.mark.parametrize("path", PATHS)
+def test_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
+    """The Q8_0 layout's block sums for up to TOKENS tokens, offset binary weights as
+    stored, extremes included; rows of out past n_tokens untouched."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    run = _runner(interleave.quads_dot)
+    for n_tokens, t0, o in CASES:
+        _check_quads_dot(run, n_tokens, t0, o)
 
 
-def test_pack_byte_pairs_puts_a_row_s_two_bytes_side_by_side():
+def _check_quads_dot(run, n_tokens, t0, o):
+    rng = np.random.default_rng(n_tokens + t0 + o)
+    values = rng.integers(-128, 128, (ROWS, 96)).astype(np.int8)
+    values[0], values[1] = -128, 127  # the extremes, against x's below
+    x = rng.integers(-128, 128, (8, 96)).astype(np.int8)
+    x[t0, o:o + 32] = -128
+    q = interleave.pack_quads(values)
+    assert q.shape == (1, 3, 8, 4 * ROWS)
+    out = run(q[0, o // 32], x, t0, n_tokens, o)
+    stored = values[:, o:o + 32].astype(np.int64) + 128
+    expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ stored.T
+    assert np.array_equal(out[:n_tokens], expected)
+    assert (out[n_tokens:] == 777).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nibble_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
+    """Q4_0 / Q4_1's 16 bytes per block (byte j: weights j and j + 16), laid out by
+    pack_nibbles; all-15 nibbles against -128 (the largest pair sums) included."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    run = _runner(interleave.nibble_quads_dot)
+    for n_tokens, t0, o in CASES:
+        _check_nibble_quads_dot(run, n_tokens, t0, o)
+
+
+def _check_nibble_quads_dot(run, n_tokens, t0, o):
+    rng = np.random.default_rng(10 * n_tokens + t0 + o)
+    q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)  # 3 blocks of 16 bytes
+    q_bytes[0] = 0xFF
+    x = rng.integers(-128, 128, (8, 96)).astype(np.int8)
+    x[t0, o:o + 32] = -128
+    q = interleave.pack_nibbles(q_bytes, 16, None, 0, 8)[2]
+    assert q.shape == (1, 3, 4, 4 * ROWS)
+    out = run(q[0, o // 32], x, t0, n_tokens, o)
+    block = q_bytes[:, o // 2:o // 2 + 16].astype(np.int64)
+    weights = np.concatenate([block & 15, block >> 4], axis=1)  # weights 0..31 of each row
+    expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ weights.T
+    assert np.array_equal(out[:n_tokens], expected)
+    assert (out[n_tokens:] == 777).all()
+
+
+def test_pack_quads_puts_a_row_s_four_values_side_by_side():
     rng = np.random.default_rng(7)
-    w = rng.integers(0, 256, (ROWS + 3, 2 * 18)).astype(np.uint8)  # 2 blocks of 18 bytes
-    pairs = interleave.pack_byte_pairs(w, 18, 2, 16)
-    assert pairs.shape == (2, 2, 8, 2 * ROWS)
-    for g, b, p, r, e in [(0, 0, 0, 0, 0), (0, 1, 7, 63, 1), (1, 1, 3, 2, 0), (1, 0, 5, 1, 1)]:
-        assert pairs[g, b, p, 2 * r + e] == w[g * ROWS + r, b * 18 + 2 + 2 * p + e]
-    assert not pairs[1, :, :, 6:].any()  # rows past n_out: zero
+    values = rng.integers(-128, 128, (ROWS + 3, 64)).astype(np.int8)
+    q = interleave.pack_quads(values)
+    assert q.shape == (2, 2, 8, 4 * ROWS)
+    for g, b, k, r, e in [(0, 0, 0, 0, 0), (0, 1, 7, 63, 3), (1, 1, 3, 2, 1), (1, 0, 5, 1, 2)]:
+        assert int(q[g, b, k, 4 * r + e]) - 128 == values[g * ROWS + r, 32 * b + 4 * k + e]

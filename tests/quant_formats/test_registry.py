@@ -149,6 +149,30 @@ def test_packed_decode_is_bit_identical_to_the_row_major_kernel(qtype):
         assert np.array_equal(packed.view(np.uint32), qf.matmul(x, w, qtype).view(np.uint32))
 
 
+INT8_PREFILL_TYPES = [t for t in PACKED_TYPES if getattr(qf.get(t), "INT8_PREFILL", False)]
+
+
+def test_int8_prefill_covers_the_q8_0_layout():
+    assert {T.Q8_0, T.Q5_0, T.IQ4_NL} <= set(INT8_PREFILL_TYPES)
+
+
+@pytest.mark.parametrize("qtype", INT8_PREFILL_TYPES, ids=lambda t: t.name)
+def test_int8_prefill_is_the_decode_kernel_token_by_token(qtype):
+    """A batch of 19 tokens (4 at a time in interleave.quads_dot, then a tail of 3):
+    where it runs packed_matmul (VNNI) each token's outputs are those of decoding it
+    alone, bit for bit; elsewhere the dequantized tiles agree to float rounding."""
+    fmt = qf.get(qtype)
+    w = random_blocks(qtype, 200, 512, seed=11)
+    x = np.random.default_rng(12).standard_normal((19, 512)).astype(np.float32)
+    packed = qf.pack(w, qtype)
+    batch = qf.matmul(x, w, qtype, packed=packed)
+    one_by_one = np.vstack([qf.matmul(x[t:t + 1], w, qtype, packed=packed) for t in range(19)])
+    if qf._int8_prefill(fmt):
+        assert np.array_equal(batch.view(np.uint32), one_by_one.view(np.uint32))
+    else:
+        np.testing.assert_allclose(batch, one_by_one, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("qtype", PACKED_TYPES, ids=lambda t: t.name)
 def test_packed_dequantize_equals_gguf_py(qtype):
     import gguf
