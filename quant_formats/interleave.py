@@ -77,13 +77,14 @@ def _side_by_side(q, n):
     return np.ascontiguousarray(runs).reshape(g, b, width // n, n * rows)
 
 
-def pack_quads(values) -> np.ndarray:
-    """int8 values [n_out, n_in] (n_in a multiple of 32) in the Q8_0 layout: uint8
-    [groups, n_in / 32, 8, 4 * ROWS], [g, b, k, 4r + e] = values[g * ROWS + r, 32b + 4k
-    + e] + 128 (offset binary: simd.quad_dot multiplies unsigned by signed bytes;
-    the kernels take 128 * sum(x) back per block)."""
+def pack_quads(values, block: int = 32) -> np.ndarray:
+    """int8 values [n_out, n_in] (n_in a multiple of block) as quads_dot reads them (the
+    Q8_0 layout, block 32; int8_subblocks_matmul's, 256): uint8 [groups, n_in / block,
+    block / 4, 4 * ROWS], [g, b, k, 4r + e] = values[g * ROWS + r, block * b + 4k + e]
+    + 128 (offset binary: simd.quad_dot multiplies unsigned by signed bytes; the
+    kernels take 128 * sum(x) back)."""
     offset_binary = np.ascontiguousarray(values).view(np.uint8) ^ np.uint8(0x80)
-    return _side_by_side(pack_bytes(offset_binary, 32, 0, 32), 4)
+    return _side_by_side(pack_bytes(offset_binary, block, 0, block), 4)
 
 
 def pack_f16(w, block_bytes: int, first: int) -> np.ndarray:
@@ -172,34 +173,33 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
-def _quads_dot_intrinsic(name: str, nibbles: bool, doc: str):
-    """quads_dot (nibbles False) or nibble_quads_dot (True), documented by doc."""
-    n_quads = 4 if nibbles else 8
-
-    def typer(typingctx, out, q_block, x, t0, n_tokens, o):
+def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
+    """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
+    - 1 of q_block, each quad's bytes one operand (the low and the high nibbles two,
+    where nibbles), documented by doc."""
+    def typer(typingctx, out, q_block, k0, x, t0, n_tokens, o):
         if not (is_c_array(out, types.int32, 2) and is_c_array(q_block, types.uint8, 2)
                 and is_c_array(x, types.int8, 2)):
             return None
-        return types.void(out, q_block, x, types.intp, types.intp, types.intp), codegen
+        return types.void(out, q_block, types.intp, x, types.intp, types.intp,
+                          types.intp), codegen
 
     def codegen(context, builder, signature, args):
         quads8, rows32 = llvm_ir.VectorType(_I8, 4 * ROWS), llvm_ir.VectorType(_I32, ROWS)
         out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
-                           for i in range(3))
-        t0, n_tokens, o = args[3], args[4], args[5]
+                           for i in (0, 1, 3))
+        k0, t0, n_tokens, o = args[2], args[4], args[5], args[6]
         q_ptr = builder.bitcast(q_a.data, quads8.as_pointer())
         x_ptr = builder.bitcast(x_a.data, _I8.as_pointer())
         out_ptr = builder.bitcast(out_a.data, rows32.as_pointer())
         x_stride = builder.extract_value(x_a.shape, 1)
-        operands = []  # (weights <4 ROWS x i8>, offset of their x within the block)
-        for k in range(n_quads):
-            quad = builder.load(builder.gep(q_ptr, [llvm_ir.Constant(_I64, k)]), align=1)
-            if nibbles:
-                operands.append((builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * ROWS)), 4 * k))
-                operands.append((builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * ROWS)),
-                                 16 + 4 * k))
-            else:
-                operands.append((quad, 4 * k))
+        def operands(k):  # quad k's weights <4 ROWS x i8> and their x's offset in the block
+            quad = builder.load(builder.gep(q_ptr, [builder.add(k0, llvm_ir.Constant(_I64, k))]),
+                                align=1)
+            if not nibbles:
+                return [(quad, 4 * k)]
+            return [(builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * ROWS)), 4 * k),
+                    (builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * ROWS)), 16 + 4 * k)]
 
         def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated ROWS times
             at = builder.add(builder.mul(builder.add(t0, llvm_ir.Constant(_I64, t)), x_stride),
@@ -217,11 +217,12 @@ def _quads_dot_intrinsic(name: str, nibbles: bool, doc: str):
             block = builder.append_basic_block(f"quads_dot.tokens{n}")
             switch.add_case(llvm_ir.Constant(_I64, n), block)
             with builder.goto_block(block):
-                for t in range(n):
-                    total = llvm_ir.Constant(rows32, None)
-                    for weights, at in operands:
-                        total = simd.quad_dot(context, builder, total, weights, x_quad(t, at),
-                                              small=nibbles)
+                totals = [llvm_ir.Constant(rows32, None)] * n
+                for k in range(n_quads):  # each quad loaded once, used for every token
+                    for weights, at in operands(k):
+                        totals = [simd.quad_dot(context, builder, total, weights, x_quad(t, at),
+                                                small=nibbles) for t, total in enumerate(totals)]
+                for t, total in enumerate(totals):
                     builder.store(total, builder.gep(out_ptr, [llvm_ir.Constant(_I64, t)]),
                                   align=4)
                 builder.branch(done)
@@ -232,18 +233,21 @@ def _quads_dot_intrinsic(name: str, nibbles: bool, doc: str):
     return intrinsic(typer)
 
 
-quads_dot = _quads_dot_intrinsic("quads_dot", False, """quads_dot(out, q_block, x, t0,
-    n_tokens, o): out[t, r] = sum over k < 32 of q_block[k // 4, 4r + k % 4] * x[t0 + t,
-    o + k] for t < n_tokens <= TOKENS: the integer sums of one 32-weight block of the
-    Q8_0 layout (pack_quads) for the ROWS rows of a group, its offset binary bytes as
-    stored (the caller takes 128 * sum(x) off). out int32 [TOKENS, ROWS]; q_block uint8
-    [8, 4 * ROWS]; x int8 [tokens, n_in]. Each weight is loaded once for up to TOKENS
-    tokens; with AVX-512 VNNI one vpdpbusd makes 64 products and their sums.""")
-nibble_quads_dot = _quads_dot_intrinsic("nibble_quads_dot", True, """nibble_quads_dot(out,
-    q_block, x, t0, n_tokens, o): quads_dot for Q4_0 and Q4_1's 16 bytes per block in
-    pack_nibbles' layout (q_block uint8 [4, 4 * ROWS], byte j of a row holding weights j
-    (low nibble) and j + 16 (high)): out[t, r] = the sum over the block's 32 weights q
-    of q * x[t0 + t, o + its index].""")
+quads_dot = _quads_dot_intrinsic("quads_dot", 8, False, """quads_dot(out, q_block, k0, x,
+    t0, n_tokens, o): out[t, r] = sum over k < 32 of q_block[k0 + k // 4, 4r + k % 4] *
+    x[t0 + t, o + k] for t < n_tokens <= TOKENS: the integer sums of 32 weights in
+    pack_quads' layout (a block of the Q8_0 layout, k0 0; a sub-block of 32 of the
+    256-weight formats) for the ROWS rows of a group, its offset binary bytes as stored
+    (the caller takes 128 * sum(x) off). out int32 [TOKENS, ROWS]; q_block uint8
+    [block / 4, 4 * ROWS]; x int8 [tokens, n_in]. Each weight is loaded once for up to
+    TOKENS tokens; with AVX-512 VNNI one vpdpbusd makes 64 products and their sums.""")
+quads_dot16 = _quads_dot_intrinsic("quads_dot16", 4, False, """quads_dot16(out, q_block, k0,
+    x, t0, n_tokens, o): quads_dot over 16 weights (Q6_K's sub-blocks).""")
+nibble_quads_dot = _quads_dot_intrinsic("nibble_quads_dot", 4, True, """nibble_quads_dot(out,
+    q_block, k0, x, t0, n_tokens, o): quads_dot for Q4_0 and Q4_1's 16 bytes per block
+    in pack_nibbles' layout (q_block uint8 [4, 4 * ROWS], k0 0; byte j of a row holding
+    weights j (low nibble) and j + 16 (high)): out[t, r] = the sum over the block's 32
+    weights q of q * x[t0 + t, o + its index].""")
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -271,7 +275,7 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
             n_t = min(TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
-                nibble_quads_dot(isum, q_w[g, b], qs, t0, n_t, b * 32)
+                nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 d_b = d_w[g, b]
                 for t in range(n_t):
                     scale = d[t0 + t, b]

@@ -6,14 +6,14 @@ results equal the row-major kernel's.
 Q4_K keeps its nibbles; its sums of 16 products stay in int16 lanes (twice the
 lanes of int32; 16 * 15 * 127 < 2^15). Formats whose bit fields LLVM would
 extract with scalar shifts (Q6_K's 2-bit tops, IQ4_XS's kvalue look-ups) are
-unpacked to int8 values at load and share int8_subblocks_matmul (on Q6_K as fast
-as a kernel of its own with int16 sums, measured).
+unpacked to int8 values at load and share int8_subblocks_matmul over
+interleave.quads_dot, VNNI where the CPU has it, fast enough for batches too.
 """
 import numpy as np
 from numba import njit, prange
 
 from . import interleave
-from .interleave import add_nibble_products, int8_rows_dot
+from .interleave import TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16
 from .kquant_common import scale_min_k4_reference
 
 
@@ -160,37 +160,55 @@ def int8_scale_min_dequantize(d_w, dmin_w, sc_w, mn_w, v_w, g0, out_t):
 def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     """Blocks held as int8 values with one int8 scale per sub-block (Q6_K: q - 32 and
     a scale per 16; IQ4_XS: kvalues and ls - 32 per 32; IQ2_XXS): d_w f32 [groups,
-    blocks, ROWS]; sc_w int8 [groups, blocks, n_sub, ROWS]; v_w int8 [groups, blocks,
-    block length, ROWS].
-    Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 127)."""
-    n_rows, n_blocks, block = v_w.shape[3], v_w.shape[1], v_w.shape[2]
-    sub_len = block // sc_w.shape[2]
+    blocks, ROWS]; sc_w int8 [groups, blocks, n_sub, ROWS]; v_w uint8 [groups, blocks,
+    block length / 4, 4 * ROWS] (interleave.pack_quads, offset binary).
+    Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 128); up to
+    TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
+    n_rows, n_blocks, n_tokens = d_w.shape[2], v_w.shape[1], qs.shape[0]
+    n_sub, block = sc_w.shape[2], 4 * v_w.shape[2]
+    sub_len = block // n_sub  # 16 or 32
+    x_offsets = np.empty((n_tokens, n_blocks * n_sub), np.int32)  # 128 * sum(x) per sub
+    for t in range(n_tokens):
+        for s in range(n_blocks * n_sub):
+            x_sum = np.int32(0)
+            for j in range(s * sub_len, (s + 1) * sub_len):
+                x_sum += np.int32(qs[t, j])
+            x_offsets[t, s] = 128 * x_sum
     for g in prange(v_w.shape[0]):
-        acc = np.empty(n_rows, np.float32)
-        isum = np.empty(n_rows, np.int32)
-        sub_sum = np.empty(n_rows, np.int32)
-        for t in range(qs.shape[0]):
+        acc = np.empty((TOKENS, n_rows), np.float32)
+        isum = np.empty((TOKENS, n_rows), np.int32)
+        sub_sum = np.empty((TOKENS, n_rows), np.int32)
+        for t0 in range(0, n_tokens, TOKENS):
+            n_t = min(TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
                 isum[:] = 0
-                for sub in range(sc_w.shape[2]):
-                    int8_rows_dot(sub_sum, v_w[g, b], sub * sub_len, sub_len, qs[t],
-                                  b * block + sub * sub_len)  # sub_len is even
+                for sub in range(n_sub):
+                    if sub_len == 32:
+                        quads_dot(sub_sum, v_w[g, b], 8 * sub, qs, t0, n_t, b * block + 32 * sub)
+                    else:
+                        quads_dot16(sub_sum, v_w[g, b], 4 * sub, qs, t0, n_t,
+                                    b * block + 16 * sub)
                     sc = sc_w[g, b, sub]
+                    for t in range(n_t):
+                        x_offset = x_offsets[t0 + t, b * n_sub + sub]
+                        for r in range(n_rows):
+                            isum[t, r] += np.int32(sc[r]) * (sub_sum[t, r] - x_offset)
+                d_b = d_w[g, b]
+                for t in range(n_t):
+                    scale = d[t0 + t, b]
                     for r in range(n_rows):
-                        isum[r] += np.int32(sc[r]) * sub_sum[r]
-                scale, d_b = d[t, b], d_w[g, b]
-                for r in range(n_rows):
-                    acc[r] += scale * d_b[r] * np.float32(isum[r])
-            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                out[t, g * n_rows + r] = acc[r]
+                        acc[t, r] += scale * d_b[r] * np.float32(isum[t, r])
+            for t in range(n_t):
+                for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+                    out[t0 + t, g * n_rows + r] = acc[t, r]
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
     """Groups g0.. of int8_subblocks_matmul's layout -> f32 out_t [n, k * ROWS]
     (rows as columns): (d * sc) * v."""
-    n_rows, block = v_w.shape[3], v_w.shape[2]
+    n_rows, block = d_w.shape[2], 4 * v_w.shape[2]
     sub_len = block // sc_w.shape[2]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
@@ -200,6 +218,7 @@ def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
                 for r in range(n_rows):
                     scale[r] = d_w[g, b, r] * np.float32(sc_w[g, b, sub, r])
                 for j in range(sub * sub_len, (sub + 1) * sub_len):
-                    v, dst = v_w[g, b, j], out_t[b * block + j, i * n_rows:(i + 1) * n_rows]
+                    quad, e = v_w[g, b, j // 4], j % 4
+                    dst = out_t[b * block + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
-                        dst[r] = scale[r] * np.float32(v[r])
+                        dst[r] = scale[r] * np.float32(np.int32(quad[4 * r + e]) - 128)

@@ -110,10 +110,11 @@ def pack(w):
     ls = (2 * s + 1).astype(np.uint8).reshape(w.shape[0], -1)
     return (interleave.pack_f16(w, _TYPE_SIZE, 0) * np.float32(0.125),
             interleave.pack_bytes(ls, 8, 0, 8).view(np.int8),
-            interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))
+            interleave.pack_quads(values, 256))
 
 
 packed_matmul = interleave_k.int8_subblocks_matmul
+INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
 packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 

@@ -102,17 +102,18 @@ def vec_dot(w, qs, d, sums):
 # --- decode layout (interleave.py, interleave_k.py) ---------------------------
 
 def pack(w):
-    """(d f32, ls - 32 as int8 [groups, blocks, 8, ROWS], weights as their int8
-    kvalues [groups, blocks, 256, ROWS]): 268 bytes per block for the file's 136."""
+    """(d f32, ls - 32 as int8 [groups, blocks, 8, ROWS], weights as their
+    kvalues in interleave.pack_quads(..., 256)): 268 bytes per block for the file's 136."""
     blocks = w.reshape(-1).view(BLOCK_DTYPE)
     ls = sub_block_scales(blocks).astype(np.int8)
     values = kvalues_of_nibbles(blocks["qs"].reshape(len(blocks), 8, 16)).reshape(w.shape[0], -1)
     return (interleave.pack_f16(w, _TYPE_SIZE, 0),
             interleave.pack_bytes(ls.view(np.uint8).reshape(w.shape[0], -1), 8, 0, 8).view(np.int8),
-            interleave.pack_bytes(values.view(np.uint8), 256, 0, 256).view(np.int8))
+            interleave.pack_quads(values, 256))
 
 
 packed_matmul = interleave_k.int8_subblocks_matmul
+INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
 packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 

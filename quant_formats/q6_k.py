@@ -129,16 +129,16 @@ def matmul_kernel(w, qs, d, sums, out):
 # --- decode layout (interleave.py, interleave_k.py) ---------------------------
 
 def pack(w):
-    """(d f32, scales int8 [groups, blocks, 16, ROWS], weights as int8 q - 32
-    [groups, blocks, 256, ROWS]): 276 bytes per block for the file's 210."""
+    """(d f32, scales int8 [groups, blocks, 16, ROWS], weights as q - 32
+    in interleave.pack_quads(..., 256)): 276 bytes per block for the file's 210."""
     values = signed_quants(w.reshape(-1).view(BLOCK_DTYPE))
     return (interleave.pack_f16(w, _TYPE_SIZE, 208),
             interleave.pack_bytes(w, _TYPE_SIZE, 192, 16).view(np.int8),
-            interleave.pack_bytes(values.view(np.uint8).reshape(w.shape[0], -1), 256, 0, 256)
-            .view(np.int8))
+            interleave.pack_quads(values.reshape(w.shape[0], -1), 256))
 
 
 packed_matmul = interleave_k.int8_subblocks_matmul
+INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
 packed_dequantize = interleave_k.int8_subblocks_dequantize
 
 

@@ -114,7 +114,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
             n_t = min(interleave.TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
-                interleave.quads_dot(isum, q_w[g, b], qs, t0, n_t, b * 32)
+                interleave.quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 for r in range(n_rows):
                     scale_w[r] = f16_to_f32(d_w[g, b, r])
                 for t in range(n_t):

@@ -1,6 +1,6 @@
 """quant_formats/interleave.py: the integer cores of the decode kernels against numpy:
-int8_rows_dot (Q6_K / IQ4_XS / IQ2_XXS sub-blocks, Q5_K) and
-quads_dot and nibble_quads_dot (the Q8_0 layout; Q4_0, Q4_1) on each code path of
+int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / nibble_quads_dot (the Q8_0
+layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1) on each code path of
 quant_formats/simd.py, and the layouts they read."""
 import numpy as np
 import pytest
@@ -49,9 +49,9 @@ PATHS = {"vnni": set(), "pmaddubsw": {"avx512vnni"}, "portable-ir": set(simd.X86
 def _runner(intrinsic_fn):
     """A new function per call: compiled with simd.DISABLED of now."""
     @njit
-    def run(q_block, x, t0, n_tokens, o):
+    def run(q_block, k0, x, t0, n_tokens, o):
         out = np.full((interleave.TOKENS, ROWS), 777, np.int32)
-        intrinsic_fn(out, q_block, x, t0, n_tokens, o)
+        intrinsic_fn(out, q_block, k0, x, t0, n_tokens, o)
         return out
     return run
 
@@ -77,7 +77,7 @@ def _check_quads_dot(run, n_tokens, t0, o):
     x[t0, o:o + 32] = -128
     q = interleave.pack_quads(values)
     assert q.shape == (1, 3, 8, 4 * ROWS)
-    out = run(q[0, o // 32], x, t0, n_tokens, o)
+    out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
     stored = values[:, o:o + 32].astype(np.int64) + 128
     expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ stored.T
     assert np.array_equal(out[:n_tokens], expected)
@@ -102,7 +102,7 @@ def _check_nibble_quads_dot(run, n_tokens, t0, o):
     x[t0, o:o + 32] = -128
     q = interleave.pack_nibbles(q_bytes, 16, None, 0, 8)[2]
     assert q.shape == (1, 3, 4, 4 * ROWS)
-    out = run(q[0, o // 32], x, t0, n_tokens, o)
+    out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
     block = q_bytes[:, o // 2:o // 2 + 16].astype(np.int64)
     weights = np.concatenate([block & 15, block >> 4], axis=1)  # weights 0..31 of each row
     expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ weights.T
@@ -117,3 +117,23 @@ def test_pack_quads_puts_a_row_s_four_values_side_by_side():
     assert q.shape == (2, 2, 8, 4 * ROWS)
     for g, b, k, r, e in [(0, 0, 0, 0, 0), (0, 1, 7, 63, 3), (1, 1, 3, 2, 1), (1, 0, 5, 1, 2)]:
         assert int(q[g, b, k, 4 * r + e]) - 128 == values[g * ROWS + r, 32 * b + 4 * k + e]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sub_block_quads_are_the_exact_integer_sums(path, monkeypatch):
+    """The 256-weight formats' layout (pack_quads(..., 256)): quads_dot over sub-block
+    k of 32 (quads 8k..), quads_dot16 over one of 16 (quads 4k..)."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    rng = np.random.default_rng(3)
+    values = rng.integers(-128, 128, (ROWS, 512)).astype(np.int8)
+    x = rng.integers(-128, 128, (6, 512)).astype(np.int8)
+    q = interleave.pack_quads(values, 256)
+    assert q.shape == (1, 2, 64, 4 * ROWS)
+    for fn, length in ((interleave.quads_dot, 32), (interleave.quads_dot16, 16)):
+        run = _runner(fn)
+        for b, sub, t0, n_tokens in ((0, 0, 0, 4), (1, 3, 2, 3), (1, 256 // length - 1, 5, 1)):
+            out = run(q[0, b], sub * length // 4, x, t0, n_tokens, 256 * b + sub * length)
+            first = 256 * b + sub * length
+            stored = values[:, first:first + length].astype(np.int64) + 128
+            expected = x[t0:t0 + n_tokens, first:first + length].astype(np.int64) @ stored.T
+            assert np.array_equal(out[:n_tokens], expected), (fn, b, sub)

@@ -152,8 +152,9 @@ def test_packed_decode_is_bit_identical_to_the_row_major_kernel(qtype):
 INT8_PREFILL_TYPES = [t for t in PACKED_TYPES if getattr(qf.get(t), "INT8_PREFILL", False)]
 
 
-def test_int8_prefill_covers_the_q8_0_layout():
-    assert {T.Q8_0, T.Q5_0, T.IQ4_NL} <= set(INT8_PREFILL_TYPES)
+def test_int8_prefill_covers_the_common_formats():
+    assert {T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.IQ4_NL, T.Q6_K, T.IQ4_XS,
+            T.IQ2_XXS} <= set(INT8_PREFILL_TYPES)
 
 
 @pytest.mark.parametrize("qtype", INT8_PREFILL_TYPES, ids=lambda t: t.name)
