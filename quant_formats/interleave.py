@@ -29,7 +29,7 @@ from numba.extending import intrinsic
 from . import simd
 from .common import F16_TO_F32, is_c_array
 
-from .simd import I8 as _I8, I16 as _I16, I32 as _I32, I64 as _I64
+from .simd import I8 as _I8, I32 as _I32, I64 as _I64
 
 ROWS = 64
 
@@ -193,6 +193,7 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
         x_ptr = builder.bitcast(x_a.data, _I8.as_pointer())
         out_ptr = builder.bitcast(out_a.data, rows32.as_pointer())
         x_stride = builder.extract_value(x_a.shape, 1)
+
         def operands(k):  # quad k's weights <4 ROWS x i8> and their x's offset in the block
             quad = builder.load(builder.gep(q_ptr, [builder.add(k0, llvm_ir.Constant(_I64, k))]),
                                 align=1)
