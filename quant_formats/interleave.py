@@ -11,7 +11,7 @@ memory-bound) interleaved; the same idea as ggml-cpu's repack.cpp.
 
 A packed matrix is a tuple of arrays, one per block field:
     bytes fields  uint8 [n_groups, n_blocks, width, ROWS]   (pack_bytes)
-               or [n_groups, n_blocks, width / 4, 4 * ROWS]  (_side_by_side: four
+               or [n_groups, n_blocks, width / 4, 4 * ROWS]  (pack_byte_quads: four
                   bytes of a row side by side, the operand of simd.quad_dot)
     f16 fields    float32 [n_groups, n_blocks, ROWS]        (pack_f16: scales)
                or uint16, the f16 bits (pack_f16_bits: the Q8_0 layout's scales,
@@ -69,22 +69,36 @@ def pack_bytes(w, block_bytes: int, first: int, width: int) -> np.ndarray:
     return out
 
 
-def _side_by_side(q, n):
-    """[groups, blocks, width, ROWS] -> [groups, blocks, width / n, n * ROWS], each row's
-    n consecutive bytes side by side: [g, b, k, n r + e] = q[g, b, n k + e, r]."""
-    g, b, width, rows = q.shape
-    runs = q.reshape(g, b, width // n, n, rows).transpose(0, 1, 2, 4, 3)
-    return np.ascontiguousarray(runs).reshape(g, b, width // n, n * rows)
+@njit(cache=True, nogil=True, parallel=True)
+def _pack_byte_quads(w, block_bytes, first, flip, out):
+    n_out = w.shape[0]
+    for g in prange(out.shape[0]):
+        for r in range(min(ROWS, n_out - g * ROWS)):
+            row = w[g * ROWS + r]
+            for b in range(out.shape[1]):
+                o = b * block_bytes + first
+                for k in range(out.shape[2]):
+                    for e in range(4):
+                        out[g, b, k, 4 * r + e] = row[o + 4 * k + e] ^ flip
+
+
+def pack_byte_quads(w, block_bytes: int, first: int, width: int, flip: int) -> np.ndarray:
+    """Bytes first..first+width of every block, four of a row side by side, each XOR
+    flip: uint8 [groups, blocks, width / 4, 4 * ROWS], [g, b, k, 4r + e] = byte first +
+    4k + e of row g * ROWS + r's block b. One parallel pass (numpy's transposes and
+    the XOR as separate passes added ~0.5 s to gemma3's load, measured)."""
+    out = np.zeros((n_groups(w.shape[0]), w.shape[1] // block_bytes, width // 4, 4 * ROWS),
+                   np.uint8)
+    _pack_byte_quads(w, block_bytes, first, np.uint8(flip), out)
+    return out
 
 
 def pack_quads(values, block: int = 32) -> np.ndarray:
     """int8 values [n_out, n_in] (n_in a multiple of block) as quads_dot reads them (the
-    Q8_0 layout, block 32; int8_subblocks_matmul's, 256): uint8 [groups, n_in / block,
-    block / 4, 4 * ROWS], [g, b, k, 4r + e] = values[g * ROWS + r, block * b + 4k + e]
-    + 128 (offset binary: simd.quad_dot multiplies unsigned by signed bytes; the
-    kernels take 128 * sum(x) back)."""
-    offset_binary = np.ascontiguousarray(values).view(np.uint8) ^ np.uint8(0x80)
-    return _side_by_side(pack_bytes(offset_binary, block, 0, block), 4)
+    Q8_0 layout, block 32; int8_subblocks_matmul's, 256): [g, b, k, 4r + e] =
+    values[g * ROWS + r, block * b + 4k + e] + 128 (offset binary: simd.quad_dot
+    multiplies unsigned by signed bytes; the kernels take 128 * sum(x) back)."""
+    return pack_byte_quads(np.ascontiguousarray(values).view(np.uint8), block, 0, block, 0x80)
 
 
 def pack_f16(w, block_bytes: int, first: int) -> np.ndarray:
@@ -323,7 +337,7 @@ def pack_nibbles(w, block_bytes, m_at, qs_at, offset):
     (None: absent) and nibbles qs at the given bytes)."""
     return (pack_f16(w, block_bytes, 0),
             _NO_SCALES if m_at is None else pack_f16(w, block_bytes, m_at),
-            _side_by_side(pack_bytes(w, block_bytes, qs_at, 16), 4), offset)
+            pack_byte_quads(w, block_bytes, qs_at, 16, 0), offset)
 
 
 def nibble_block_offsets(d_w, m_w, q_w, offset):

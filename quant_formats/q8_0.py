@@ -84,8 +84,8 @@ def pack(w):
     uint8 [groups, blocks, 8, 4 * ROWS]): 2 bytes less per block than float32 scales
     (gemma3's 262144-row output matrix 189 -> 178 MB), converted in the kernel at no
     measured cost."""
-    values = w.reshape(w.shape[0], -1, _TYPE_SIZE)[:, :, 2:].view(np.int8)
-    return interleave.pack_as_q8_0(w, _TYPE_SIZE, values.reshape(w.shape[0], -1))
+    return (interleave.pack_f16_bits(w, _TYPE_SIZE, 0),
+            interleave.pack_byte_quads(w, _TYPE_SIZE, 2, 32, 0x80))
 
 
 # Batches run packed_matmul too where quads_dot has VNNI (quant_formats.matmul_packed):
