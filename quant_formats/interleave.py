@@ -39,15 +39,18 @@ def n_groups(n_out: int) -> int:
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _pack_bytes(w, block_bytes, first, out):
-    n_out, width = w.shape[0], out.shape[2]
+def _pack_runs(w, block_bytes, first, run, flip, out):
+    """out[g, b, k, run * r + e] = byte first + run * k + e of row g * ROWS + r's block b,
+    XOR flip (run 1: pack_bytes; 4: pack_byte_quads)."""
+    n_out = w.shape[0]
     for g in prange(out.shape[0]):
         for r in range(min(ROWS, n_out - g * ROWS)):
             row = w[g * ROWS + r]
             for b in range(out.shape[1]):
                 o = b * block_bytes + first
-                for j in range(width):
-                    out[g, b, j, r] = row[o + j]
+                for k in range(out.shape[2]):
+                    for e in range(run):
+                        out[g, b, k, run * r + e] = row[o + run * k + e] ^ flip
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -65,21 +68,8 @@ def pack_bytes(w, block_bytes: int, first: int, width: int) -> np.ndarray:
     """Bytes first..first+width of every block, interleaved: [groups, blocks, width, ROWS]."""
     n_blocks = w.shape[1] // block_bytes
     out = np.zeros((n_groups(w.shape[0]), n_blocks, width, ROWS), np.uint8)
-    _pack_bytes(w, block_bytes, first, out)
+    _pack_runs(w, block_bytes, first, 1, np.uint8(0), out)
     return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _pack_byte_quads(w, block_bytes, first, flip, out):
-    n_out = w.shape[0]
-    for g in prange(out.shape[0]):
-        for r in range(min(ROWS, n_out - g * ROWS)):
-            row = w[g * ROWS + r]
-            for b in range(out.shape[1]):
-                o = b * block_bytes + first
-                for k in range(out.shape[2]):
-                    for e in range(4):
-                        out[g, b, k, 4 * r + e] = row[o + 4 * k + e] ^ flip
 
 
 def pack_byte_quads(w, block_bytes: int, first: int, width: int, flip: int) -> np.ndarray:
@@ -89,7 +79,7 @@ def pack_byte_quads(w, block_bytes: int, first: int, width: int, flip: int) -> n
     the XOR as separate passes added ~0.5 s to gemma3's load, measured)."""
     out = np.zeros((n_groups(w.shape[0]), w.shape[1] // block_bytes, width // 4, 4 * ROWS),
                    np.uint8)
-    _pack_byte_quads(w, block_bytes, first, np.uint8(flip), out)
+    _pack_runs(w, block_bytes, first, 4, np.uint8(flip), out)
     return out
 
 
@@ -184,6 +174,21 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
     return sig, codegen
 
 
+@njit(cache=True, nogil=True)
+def scaled_block_sums(qs, length, factor):
+    """factor * the sum of each `length` consecutive activations of each token: int32
+    [tokens, n_in / length] (the offsets the kernels take back from their integer sums:
+    128 for offset binary weights, 8 for Q4_0's nibbles)."""
+    sums = np.empty((qs.shape[0], qs.shape[1] // length), np.int32)
+    for t in range(qs.shape[0]):
+        for s in range(sums.shape[1]):
+            total = np.int32(0)
+            for j in range(s * length, (s + 1) * length):
+                total += np.int32(qs[t, j])
+            sums[t, s] = factor * total
+    return sums
+
+
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
@@ -274,15 +279,9 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
-    # Q4_0's offset * sum(q8) per block, once per call rather than per row group
-    # (np.empty: np.zeros here would be a parallel region of its own, one more launch)
-    x_offsets = np.empty((n_tokens, 0 if has_min else n_blocks), np.int32)
-    for t in range(x_offsets.shape[0]):
-        for b in range(x_offsets.shape[1]):
-            x_sum = np.int32(0)
-            for j in range(32):
-                x_sum += np.int32(qs[t, b * 32 + j])
-            x_offsets[t, b] = offset * x_sum
+    # Q4_0's offset * sum(q8) per block (unused by Q4_1), once per call rather than
+    # per row group, outside the parallel region (its own launch would cost more)
+    x_offsets = scaled_block_sums(qs, 32, offset)
     for g in prange(q_w.shape[0]):
         acc = np.empty((TOKENS, n_rows), np.float32)
         isum = np.empty((TOKENS, n_rows), np.int32)

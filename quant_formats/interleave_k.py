@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import interleave
-from .interleave import TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16
+from .interleave import (TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16,
+                         scaled_block_sums)
 from .kquant_common import scale_min_k4_reference
 
 
@@ -167,13 +168,7 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     n_rows, n_blocks, n_tokens = d_w.shape[2], v_w.shape[1], qs.shape[0]
     n_sub, block = sc_w.shape[2], 4 * v_w.shape[2]
     sub_len = block // n_sub  # 16 or 32
-    x_offsets = np.empty((n_tokens, n_blocks * n_sub), np.int32)  # 128 * sum(x) per sub
-    for t in range(n_tokens):
-        for s in range(n_blocks * n_sub):
-            x_sum = np.int32(0)
-            for j in range(s * sub_len, (s + 1) * sub_len):
-                x_sum += np.int32(qs[t, j])
-            x_offsets[t, s] = 128 * x_sum
+    x_offsets = scaled_block_sums(qs, sub_len, 128)  # per sub-block: offset binary
     for g in prange(v_w.shape[0]):
         acc = np.empty((TOKENS, n_rows), np.float32)
         isum = np.empty((TOKENS, n_rows), np.int32)

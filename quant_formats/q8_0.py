@@ -99,13 +99,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
     rows and up to interleave.TOKENS tokens at once (the weights loaded once for all),
     then the same float steps in the same order, so results equal matmul_kernel's."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
-    x_offsets = np.empty((n_tokens, n_blocks), np.int32)  # 128 * sum(x) per block
-    for t in range(n_tokens):
-        for b in range(n_blocks):
-            x_sum = np.int32(0)
-            for j in range(32):
-                x_sum += np.int32(qs[t, b * 32 + j])
-            x_offsets[t, b] = 128 * x_sum
+    x_offsets = interleave.scaled_block_sums(qs, 32, 128)  # offset binary weights
     for g in prange(q_w.shape[0]):
         acc = np.empty((interleave.TOKENS, n_rows), np.float32)
         isum = np.empty((interleave.TOKENS, n_rows), np.int32)
