@@ -69,7 +69,7 @@ def _strided_sum(builder, wide, stride):
 def pair_madd(context, builder, u, s):
     """u[2i] * s[2i] + u[2i + 1] * s[2i + 1] as <n x i16>, for <2n x i8> u unsigned and
     s signed whose pair sums fit int16 (vpmaddubsw saturates, the portable IR wraps;
-    callers keep to |u| <= 15, where neither happens). One instruction per 64
+    callers keep to u <= 128, where neither happens). One instruction per 64
     products: LLVM did not form it from the portable IR (it emitted vpmullw and byte
     permutes, measured 32 -> 117 G products/s on one core in L1)."""
     if target_has(context, "avx512bw") or target_has(context, "avx2"):
@@ -84,24 +84,39 @@ def pair_madd(context, builder, u, s):
     return _strided_sum(builder, products, 2)
 
 
+def _pair_sums_widened(context, builder, pairs):
+    """<n x i32>: sums of adjacent i16 lanes of pairs (vpmaddwd against ones, exact)."""
+    name, width = (("llvm.x86.avx512.pmaddw.d.512", 32) if target_has(context, "avx512bw")
+                   else ("llvm.x86.avx2.pmadd.wd", 16))
+    ones = llvm_ir.Constant(llvm_ir.VectorType(I16, width), [1] * width)
+    result_type = llvm_ir.VectorType(I32, width // 2)
+    return _concat(builder, [_call(builder, name, result_type, [p, ones])
+                             for p in _parts(builder, pairs, width)])
+
+
 def quad_dot(context, builder, acc, u, s, small=False):
     """acc[i] + sum over j < 4 of u[4i + j] * s[4i + j], for <n x i32> acc and <4n x i8>
     u unsigned, s signed, exact. vpdpbusd where the target has AVX-512 VNNI: 64
-    products and their sums in one instruction. small (u <= 15, as nibbles): without
-    VNNI, pair_madd and vpmaddwd (pairs of pairs; exact, the pair sums are small)."""
+    products and their sums in one instruction. Other x86 (AVX2 laptops): vpmaddubsw
+    and vpmaddwd (pairs of pairs) as ggml's mul_sum_us8_pairs_float; its pair sums
+    saturate past 32767, so a full-range u is split into u & 0x7f and u & 0x80, each
+    pair sum then within +-32768 (small, u <= 15 as nibbles: one pass). Elsewhere
+    portable IR."""
     if target_has(context, "avx512vnni"):
         return _concat(builder, [
             _call(builder, "llvm.x86.avx512.vpdpbusd.512", a.type, [a, b, c])
             for a, b, c in zip(_parts(builder, acc, 16), _parts(builder, u, 64),
                                _parts(builder, s, 64))])
+    if target_has(context, "avx512bw") or target_has(context, "avx2"):
+        if small:
+            return builder.add(acc, _pair_sums_widened(
+                context, builder, pair_madd(context, builder, u, s)))
+        parts = [builder.and_(u, llvm_ir.Constant(u.type, [mask] * u.type.count))
+                 for mask in (0x7F, 0x80)]
+        for part in parts:
+            acc = builder.add(acc, _pair_sums_widened(
+                context, builder, pair_madd(context, builder, part, s)))
+        return acc
     wide = llvm_ir.VectorType(I32, u.type.count)
-    if small and (target_has(context, "avx512bw") or target_has(context, "avx2")):
-        name, width = (("llvm.x86.avx512.pmaddw.d.512", 32) if target_has(context, "avx512bw")
-                       else ("llvm.x86.avx2.pmadd.wd", 16))
-        pairs = pair_madd(context, builder, u, s)
-        ones = llvm_ir.Constant(llvm_ir.VectorType(I16, width), [1] * width)
-        result_type = llvm_ir.VectorType(I32, width // 2)
-        return builder.add(acc, _concat(builder, [_call(builder, name, result_type, [p, ones])
-                                                  for p in _parts(builder, pairs, width)]))
     products = builder.mul(builder.zext(u, wide), builder.sext(s, wide))
     return builder.add(acc, _strided_sum(builder, products, 4))
