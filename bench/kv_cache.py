@@ -6,7 +6,8 @@ the first chunks of tests/data/english_text.txt (-c 512), ours computed here and
 llama-perplexity's from tests/data/llama_refs.json (make_llama_refs.py) after
 the same chunks; KV cache bytes at -c 4096: ours summed over the layer caches,
 llama.cpp's from the llama_kv_cache "size =" lines of a one-token llama-completion.
-Writes bench/kv_cache.md.
+Writes bench/kv_cache.md (bench/compare.py puts the f16/f16 and q8_0/q8_0 rows
+into results.md).
 
     python bench/kv_cache.py [--root ~/.cache/llama.cpp-ref] [-r 2] [--ppl-chunks 2]
 """
@@ -75,6 +76,29 @@ def llama_perplexity(refs, name, pair, chunks):
     return refs["perplexity_kv"][name]["512"]["/".join(pair)]["chunks"][chunks - 1]
 
 
+def measure(root, pairs, reps, chunks):
+    """One row per model and K/V pair: both tools' t/s, perplexities and cache bytes."""
+    from gguf_runtime.pull import resolve_model
+    refs = json.loads((DATA / "llama_refs.json").read_text())
+    rows = []
+    for label, name in MODELS:
+        path = resolve_model(name)
+        for pair in pairs:
+            print(f"{label} {pair} ...", file=sys.stderr, flush=True)
+            theirs = llama_bench(root, path, pair, reps)
+            ours = gguf_bench(path, pair, reps)
+            rows.append(dict(label=label, pair=pair, theirs=theirs, ours=ours,
+                             ppl_ours=ours_perplexity(path, pair, chunks),
+                             ppl_llama=llama_perplexity(refs, name, pair, chunks),
+                             bytes_ours=ours_cache_bytes(path, pair),
+                             bytes_llama=llama_cache_bytes(root, path, pair)))
+    return rows
+
+
+def parse_pairs(text):
+    return [tuple(p.split("/")) for p in text.split(",") if p]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default=Path.home() / ".cache/llama.cpp-ref", type=Path)
@@ -83,36 +107,17 @@ def main():
     parser.add_argument("--pairs", default=",".join("/".join(p) for p in PAIRS),
                         help="K/V type pairs, f16/f16 first (the cost baseline)")
     args = parser.parse_args()
-    pairs = [tuple(p.split("/")) for p in args.pairs.split(",")]
-    from gguf_runtime.pull import resolve_model
-    refs = json.loads((DATA / "llama_refs.json").read_text())
     load = os.getloadavg()[0]
-    rows = []
-    for label, name in MODELS:
-        path = resolve_model(name)
-        for pair in pairs:
-            print(f"{label} {pair} ...", file=sys.stderr, flush=True)
-            theirs = llama_bench(args.root, path, pair, args.repetitions)
-            ours = gguf_bench(path, pair, args.repetitions)
-            rows.append(dict(label=label, pair=pair, theirs=theirs, ours=ours,
-                             ppl_ours=ours_perplexity(path, pair, args.ppl_chunks),
-                             ppl_llama=llama_perplexity(refs, name, pair, args.ppl_chunks),
-                             bytes_ours=ours_cache_bytes(path, pair),
-                             bytes_llama=llama_cache_bytes(args.root, path, pair)))
+    rows = measure(args.root, parse_pairs(args.pairs), args.repetitions, args.ppl_chunks)
     write(rows, args, load, os.getloadavg()[0])
 
 
-def write(rows, args, load_before, load_after):
-    lines = ["# KV cache types: -ctk / -ctv", "",
-             f"`python bench/kv_cache.py -r {args.repetitions} --ppl-chunks {args.ppl_chunks} "
-             f"--pairs {args.pairs}` "
-             f"on {os.cpu_count()} cores, 2 threads, {time.strftime('%Y-%m-%d %H:%M')}; load "
-             f"average {load_before:.1f} at the start, {load_after:.1f} at the end (a shared "
-             "machine: the ratios, from alternating runs, mean more than the t/s). "
-             "Perplexity after the first "
-             f"{args.ppl_chunks} chunks of tests/data/english_text.txt at -c 512 (llama's from "
-             f"llama-perplexity); cost: vs the same tool's f16/f16. KV bytes at -c {N_CTX_BYTES} "
-             "(our f16 cache holds float32 rows of f16 values: 4 bytes a value).", "",
+def table(rows, chunks):
+    """Markdown lines: speed, perplexity cost (vs the same tool's f16/f16) and bytes."""
+    lines = [f"Perplexity after the first {chunks} chunks of tests/data/english_text.txt at "
+             "-c 512 (llama's from llama-perplexity, tests/data/llama_refs.json); cost: vs the "
+             f"same tool's f16/f16. KV bytes at -c {N_CTX_BYTES} (our f16 cache holds float32 "
+             "rows of f16 values: 4 bytes a value).", "",
              "| model | K/V | pp512 llama | pp512 ours | ratio | tg128 llama | tg128 ours | ratio "
              "| PPL llama (cost) | PPL ours (cost) | KV MiB llama | KV MiB ours |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -126,10 +131,24 @@ def write(rows, args, load_before, load_after):
                      f"{o['tg'] / t['tg']:.2f} | {r['ppl_llama']:.4f} ({cost_l:+.2f}%) | "
                      f"{r['ppl_ours']:.4f} ({cost_o:+.2f}%) | {r['bytes_llama'] / 2**20:.1f} | "
                      f"{r['bytes_ours'] / 2**20:.1f} |")
-    tmp = HERE / "kv_cache.md.tmp"
+    return lines
+
+
+def write_atomic(path, lines):
+    tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, HERE / "kv_cache.md")
+    os.replace(tmp, path)
     print("\n".join(lines))
+
+
+def write(rows, args, load_before, load_after):
+    lines = ["# KV cache types: -ctk / -ctv", "",
+             f"`python bench/kv_cache.py -r {args.repetitions} --ppl-chunks {args.ppl_chunks} "
+             f"--pairs {args.pairs}` "
+             f"on {os.cpu_count()} cores, 2 threads, {time.strftime('%Y-%m-%d %H:%M')}; load "
+             f"average {load_before:.1f} at the start, {load_after:.1f} at the end (a shared "
+             "machine: the ratios, from alternating runs, mean more than the t/s).", ""]
+    write_atomic(HERE / "kv_cache.md", lines + table(rows, args.ppl_chunks))
 
 
 if __name__ == "__main__":
