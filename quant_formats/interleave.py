@@ -279,9 +279,10 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
-    # Q4_0's offset * sum(q8) per block (unused by Q4_1), once per call rather than
+    # Q4_0's offset * sum(q8) per block (none for Q4_1), once per call rather than
     # per row group, outside the parallel region (its own launch would cost more)
-    x_offsets = scaled_block_sums(qs, 32, offset)
+    x_offsets = (np.empty((n_tokens, 0), np.int32) if has_min
+                 else scaled_block_sums(qs, 32, offset))
     for g in prange(q_w.shape[0]):
         acc = np.empty((TOKENS, n_rows), np.float32)
         isum = np.empty((TOKENS, n_rows), np.int32)
