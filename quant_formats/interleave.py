@@ -204,26 +204,36 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
                           types.intp), codegen
 
     def codegen(context, builder, signature, args):
-        quads8, rows32 = llvm_ir.VectorType(_I8, 4 * ROWS), llvm_ir.VectorType(_I32, ROWS)
+        chunk = simd.chunk_rows(context)
+        quads8, rows32 = llvm_ir.VectorType(_I8, 4 * chunk), llvm_ir.VectorType(_I32, chunk)
         out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
                            for i in (0, 1, 3))
         k0, t0, n_tokens, o = args[2], args[4], args[5], args[6]
-        q_ptr = builder.bitcast(q_a.data, quads8.as_pointer())
+        q_ptr = builder.bitcast(q_a.data, _I8.as_pointer())
         x_ptr = builder.bitcast(x_a.data, _I8.as_pointer())
-        out_ptr = builder.bitcast(out_a.data, rows32.as_pointer())
+        out_ptr = builder.bitcast(out_a.data, _I32.as_pointer())
         x_stride = builder.extract_value(x_a.shape, 1)
+        # the chunk count from the array's shape: a runtime trip count LLVM keeps as a
+        # loop (unrolled into one block, its scheduler spilled most of the operands)
+        n_chunks = builder.udiv(builder.extract_value(q_a.shape, 1),
+                                llvm_ir.Constant(_I64, 4 * chunk))
 
-        def operands(k):  # quad k's weights <4 ROWS x i8> and their x's offset in the block
-            quad = builder.load(builder.gep(q_ptr, [builder.add(k0, llvm_ir.Constant(_I64, k))]),
+        def const(v):
+            return llvm_ir.Constant(_I64, v)
+
+        def operands(k, c):  # quad k's weights of chunk c <4 chunk x i8>, x's offset
+            at = builder.add(builder.mul(builder.add(k0, const(k)), const(4 * ROWS)),
+                             builder.mul(c, const(4 * chunk)))
+            quad = builder.load(builder.bitcast(builder.gep(q_ptr, [at]), quads8.as_pointer()),
                                 align=1)
             if not nibbles:
                 return [(quad, 4 * k)]
-            return [(builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * ROWS)), 4 * k),
-                    (builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * ROWS)), 16 + 4 * k)]
+            return [(builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * chunk)), 4 * k),
+                    (builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * chunk)), 16 + 4 * k)]
 
-        def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated ROWS times
-            at = builder.add(builder.mul(builder.add(t0, llvm_ir.Constant(_I64, t)), x_stride),
-                             builder.add(o, llvm_ir.Constant(_I64, at)))
+        def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated chunk times
+            at = builder.add(builder.mul(builder.add(t0, const(t)), x_stride),
+                             builder.add(o, const(at)))
             quad = builder.load(builder.bitcast(builder.gep(x_ptr, [at]), _I32.as_pointer()),
                                 align=1)
             splat = builder.insert_element(llvm_ir.Constant(rows32, llvm_ir.Undefined), quad,
@@ -233,18 +243,21 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
             return builder.bitcast(splat, quads8)
         done = builder.append_basic_block("quads_dot.done")
         switch = builder.switch(n_tokens, done)
-        for n in range(1, TOKENS + 1):  # one unrolled body per token count
+        for n in range(1, TOKENS + 1):  # one body per token count
             block = builder.append_basic_block(f"quads_dot.tokens{n}")
             switch.add_case(llvm_ir.Constant(_I64, n), block)
             with builder.goto_block(block):
-                totals = [llvm_ir.Constant(rows32, None)] * n
-                for k in range(n_quads):  # each quad loaded once, used for every token
-                    for weights, at in operands(k):
-                        totals = [simd.quad_dot(context, builder, total, weights, x_quad(t, at),
-                                                small=nibbles) for t, total in enumerate(totals)]
-                for t, total in enumerate(totals):
-                    builder.store(total, builder.gep(out_ptr, [llvm_ir.Constant(_I64, t)]),
-                                  align=4)
+                with cgutils.for_range(builder, n_chunks) as loop:
+                    c = loop.index
+                    # each quad loaded once, used for every token
+                    parts = [part for k in range(n_quads) for part in operands(k, c)]
+                    totals = [simd.quad_dots(context, builder, llvm_ir.Constant(rows32, None),
+                                             [(weights, x_quad(t, at)) for weights, at in parts],
+                                             small=nibbles) for t in range(n)]
+                    for t, total in enumerate(totals):
+                        at = builder.add(const(t * ROWS), builder.mul(c, const(chunk)))
+                        builder.store(total, builder.bitcast(builder.gep(out_ptr, [at]),
+                                                             rows32.as_pointer()), align=4)
                 builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
@@ -301,7 +314,7 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
                     else:
                         x_offset = x_offsets[t0 + t, b]
                         for r in range(n_rows):
-                            acc[t, r] += d_b[r] * scale * np.float32(isum[t, r] - x_offset)
+                            acc[t, r] += d_b[r] * scale * np.float32(np.int32(isum[t, r] - x_offset))
             for t in range(n_t):
                 for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                     out[t0 + t, g * n_rows + r] = acc[t, r]
@@ -321,8 +334,8 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
                 e, shift = j & 3, 4 if j >= 16 else 0
                 dst = out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
                 for r in range(n_rows):
-                    dst[r] = scale[r] * np.float32(np.int32((quad[4 * r + e] >> shift) & 15)
-                                                   - offset)
+                    dst[r] = scale[r] * np.float32(np.int32(((quad[4 * r + e] >> shift) & 15)
+                                                            - offset))
                 if m_w.shape[0]:
                     m = m_w[g, b]
                     for r in range(n_rows):

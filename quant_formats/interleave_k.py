@@ -108,7 +108,7 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
                     q = q_w[g, b, 32 * (sub // 2) + j]
                     dst = out_t[b * 256 + 32 * sub + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
-                        dst[r] = scale[r] * np.float32((q[r] >> shift) & 15) - minimum[r]
+                        dst[r] = scale[r] * np.float32(np.int32((q[r] >> shift) & 15)) - minimum[r]
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -188,7 +188,7 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
                     for t in range(n_t):
                         x_offset = x_offsets[t0 + t, b * n_sub + sub]
                         for r in range(n_rows):
-                            isum[t, r] += np.int32(sc[r]) * (sub_sum[t, r] - x_offset)
+                            isum[t, r] += np.int32(np.int32(sc[r]) * np.int32(sub_sum[t, r] - x_offset))
                 d_b = d_w[g, b]
                 for t in range(n_t):
                     scale = d[t0 + t, b]
@@ -216,4 +216,4 @@ def int8_subblocks_dequantize(d_w, sc_w, v_w, g0, out_t):
                     quad, e = v_w[g, b, j // 4], j % 4
                     dst = out_t[b * block + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
-                        dst[r] = scale[r] * np.float32(np.int32(quad[4 * r + e]) - 128)
+                        dst[r] = scale[r] * np.float32(np.int32(np.int32(quad[4 * r + e]) - 128))

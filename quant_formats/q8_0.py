@@ -114,7 +114,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
                 for t in range(n_t):
                     scale, x_offset = d[t0 + t, b], x_offsets[t0 + t, b]
                     for r in range(n_rows):
-                        acc[t, r] += scale_w[r] * scale * np.float32(isum[t, r] - x_offset)
+                        acc[t, r] += scale_w[r] * scale * np.float32(np.int32(isum[t, r] - x_offset))
             for t in range(n_t):
                 for r in range(min(n_rows, out.shape[1] - g * n_rows)):
                     out[t0 + t, g * n_rows + r] = acc[t, r]
@@ -135,7 +135,7 @@ def packed_dequantize(d_w, q_w, g0, out_t):
                 quad, e = q_w[g, b, j // 4], j % 4
                 dst = out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
                 for r in range(n_rows):
-                    dst[r] = scale[r] * np.float32(np.int32(quad[4 * r + e]) - 128)
+                    dst[r] = scale[r] * np.float32(np.int32(np.int32(quad[4 * r + e]) - 128))
 
 
 # --- activation side -------------------------------------------------------

@@ -66,6 +66,11 @@ def _strided_sum(builder, wide, stride):
     return total
 
 
+def chunk_rows(context) -> int:
+    """Rows of 4 bytes that fill one vector register of the target: 16 (AVX-512), else 8."""
+    return 16 if target_has(context, "avx512bw") else 8
+
+
 def _has_pmaddubsw(context) -> bool:
     return target_has(context, "avx512bw") or target_has(context, "avx2")
 
@@ -122,3 +127,21 @@ def quad_dot(context, builder, acc, u, s, small=False):
     wide = llvm_ir.VectorType(I32, u.type.count)
     products = builder.mul(builder.zext(u, wide), builder.sext(s, wide))
     return builder.add(acc, _strided_sum(builder, products, 4))
+
+
+def quad_dots(context, builder, acc, pairs, small=False):
+    """acc plus quad_dot of each (u, s) in pairs. Small u (<= 15, nibbles) without VNNI:
+    vpmaddubsw's pair sums are added in int16 (at most 8 pairs: 8 * 2 * 15 * 127 =
+    30480 fits) and widened once, one vpmaddwd for eight vpmaddubsw (ggml's AVX2 Q4_0
+    kernel widens every product pair: here the multiplies are what the loop waits on)."""
+    if small and not target_has(context, "avx512vnni") and _has_pmaddubsw(context):
+        if len(pairs) > 8:
+            raise ValueError("quad_dots: more than 8 pairs of nibbles may overflow int16")
+        sums16 = None
+        for u, s in pairs:
+            pair_sums = pair_madd(context, builder, u, s)
+            sums16 = pair_sums if sums16 is None else builder.add(sums16, pair_sums)
+        return builder.add(acc, _pair_sums_widened(context, builder, sums16))
+    for u, s in pairs:
+        acc = quad_dot(context, builder, acc, u, s, small)
+    return acc
