@@ -204,7 +204,7 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
                           types.intp), codegen
 
     def codegen(context, builder, signature, args):
-        chunk = simd.chunk_rows(context)
+        chunk = simd.chunk_rows(context, ROWS)
         quads8, rows32 = llvm_ir.VectorType(_I8, 4 * chunk), llvm_ir.VectorType(_I32, chunk)
         out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
                            for i in (0, 1, 3))

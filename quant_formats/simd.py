@@ -66,9 +66,12 @@ def _strided_sum(builder, wide, stride):
     return total
 
 
-def chunk_rows(context) -> int:
-    """Rows of 4 bytes that fill one vector register of the target: 16 (AVX-512), else 8."""
-    return 16 if target_has(context, "avx512bw") else 8
+def chunk_rows(context, rows: int) -> int:
+    """Rows of a group whose quads one pass of interleave.quads_dot's loop takes: all of
+    them with AVX-512's 32 registers (TOKENS tokens' sums of 64 rows fit: the layout's
+    design, measured on a Zen 4), one register's worth (8) on AVX2 and elsewhere (with
+    16 registers the 64-row body spilled most of its operands)."""
+    return rows if target_has(context, "avx512bw") else 8
 
 
 def _has_pmaddubsw(context) -> bool:
