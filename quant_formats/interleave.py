@@ -28,10 +28,15 @@ from numba.extending import intrinsic
 
 from . import simd
 from .common import F16_TO_F32, is_c_array
+from .iq_common import KVALUES_IQ4NL
 
 from .simd import I8 as _I8, I32 as _I32, I64 as _I64
 
 ROWS = 64
+# nibble_matmul's offset for IQ4_NL: its nibbles index kvalues_iq4nl, looked up as
+# kvalue + 128 (offset binary, as the Q8_0 layout's bytes), 128 * sum(x) taken back
+KVALUE_OFFSET = 128
+_KVALUES = KVALUES_IQ4NL.astype(np.int32)
 
 
 def n_groups(n_out: int) -> int:
@@ -192,10 +197,15 @@ def scaled_block_sums(qs, length, factor):
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
-def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
+def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None):
     """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
     - 1 of q_block, each quad's bytes one operand (the low and the high nibbles two,
-    where nibbles), documented by doc."""
+    where nibbles; with table, 16 bytes, the nibbles are looked up in it), documented
+    by doc."""
+    small = nibbles and table is None
+    signed_table = None if table is None else [int(v) - 256 if v > 127 else int(v)
+                                               for v in table]
+
     def typer(typingctx, out, q_block, k0, x, t0, n_tokens, o):
         if not (is_c_array(out, types.int32, 2) and is_c_array(q_block, types.uint8, 2)
                 and is_c_array(x, types.int8, 2)):
@@ -228,8 +238,11 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
                                 align=1)
             if not nibbles:
                 return [(quad, 4 * k)]
-            return [(builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * chunk)), 4 * k),
-                    (builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * chunk)), 16 + 4 * k)]
+            low = builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * chunk))
+            high = builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * chunk))
+            if table is not None:
+                low, high = (simd.lookup16(context, builder, signed_table, v) for v in (low, high))
+            return [(low, 4 * k), (high, 16 + 4 * k)]
 
         def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated chunk times
             at = builder.add(builder.mul(builder.add(t0, const(t)), x_stride),
@@ -253,7 +266,7 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str):
                     parts = [part for k in range(n_quads) for part in operands(k, c)]
                     totals = [simd.quad_dots(context, builder, llvm_ir.Constant(rows32, None),
                                              [(weights, x_quad(t, at)) for weights, at in parts],
-                                             small=nibbles) for t in range(n)]
+                                             small=small) for t in range(n)]
                     for t, total in enumerate(totals):
                         at = builder.add(const(t * ROWS), builder.mul(c, const(chunk)))
                         builder.store(total, builder.bitcast(builder.gep(out_ptr, [at]),
@@ -281,18 +294,24 @@ nibble_quads_dot = _quads_dot_intrinsic("nibble_quads_dot", 4, True, """nibble_q
     in pack_nibbles' layout (q_block uint8 [4, 4 * ROWS], k0 0; byte j of a row holding
     weights j (low nibble) and j + 16 (high)): out[t, r] = the sum over the block's 32
     weights q of q * x[t0 + t, o + its index].""")
+kvalue_quads_dot = _quads_dot_intrinsic("kvalue_quads_dot", 4, True, """kvalue_quads_dot(out,
+    q_block, k0, x, t0, n_tokens, o): nibble_quads_dot for IQ4_NL, each nibble v taken as
+    kvalues_iq4nl[v] + KVALUE_OFFSET (a vpshufb look-up on x86): the block read as 16
+    bytes, as the file holds it, where the Q8_0 layout's int8 kvalues took 32.""",
+                                        table=_KVALUES + KVALUE_OFFSET)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
-    """matmul of Q4_0 and Q4_1 on the interleaved layout, the same integer sums and
-    float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
+    """matmul of Q4_0, Q4_1 and IQ4_NL on the interleaved layout, the same integer sums
+    and float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
     * sum(q8)), plus m * s for Q4_1. Fields: d_w, m_w f32 [groups, blocks, ROWS]
-    (m_w empty for Q4_0); q_w uint8 [groups, blocks, 4, 4 * ROWS] (nibble_quads_dot).
+    (m_w empty for Q4_0 and IQ4_NL); q_w uint8 [groups, blocks, 4, 4 * ROWS]
+    (nibble_quads_dot; kvalue_quads_dot where offset is KVALUE_OFFSET, IQ4_NL's).
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
-    # Q4_0's offset * sum(q8) per block (none for Q4_1), once per call rather than
+    # Q4_0's (IQ4_NL's) offset * sum(q8) per block (none for Q4_1), once per call rather than
     # per row group, outside the parallel region (its own launch would cost more)
     x_offsets = (np.empty((n_tokens, 0), np.int32) if has_min
                  else scaled_block_sums(qs, 32, offset))
@@ -303,7 +322,10 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
             n_t = min(TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
-                nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+                if offset == KVALUE_OFFSET:
+                    kvalue_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+                else:
+                    nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 d_b = d_w[g, b]
                 for t in range(n_t):
                     scale = d[t0 + t, b]
@@ -323,7 +345,8 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
 @njit(cache=True, nogil=True, parallel=True)
 def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
     """Groups g0.. of the nibble_matmul layout -> f32 out_t [n, k * ROWS] (rows as
-    columns), in dequantize_rows' float order: d * (q - offset) (+ m)."""
+    columns), in dequantize_rows' float order: d * (q - offset) (+ m), IQ4_NL's
+    d * kvalue."""
     n_rows = d_w.shape[2]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
@@ -333,6 +356,10 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
                 quad = q_w[g, b, (j & 15) >> 2]
                 e, shift = j & 3, 4 if j >= 16 else 0
                 dst = out_t[b * 32 + j, i * n_rows:(i + 1) * n_rows]
+                if offset == KVALUE_OFFSET:
+                    for r in range(n_rows):
+                        dst[r] = scale[r] * np.float32(_KVALUES[(quad[4 * r + e] >> shift) & 15])
+                    continue
                 for r in range(n_rows):
                     dst[r] = scale[r] * np.float32(np.int32(((quad[4 * r + e] >> shift) & 15)
                                                             - offset))

@@ -134,8 +134,8 @@ def quad_dot(context, builder, acc, u, s, small=False):
 
 def quad_dots(context, builder, acc, pairs, small=False):
     """acc plus quad_dot of each (u, s) in pairs. Small u (<= 15, nibbles) without VNNI:
-    vpmaddubsw's pair sums are added in int16 (at most 8 pairs: 8 * 2 * 15 * 127 =
-    30480 fits) and widened once, one vpmaddwd for eight vpmaddubsw (ggml's AVX2 Q4_0
+    vpmaddubsw's pair sums are added in int16 (at most 8 pairs: 8 * 2 * 15 * 128 =
+    30720 fits) and widened once, one vpmaddwd for eight vpmaddubsw (ggml's AVX2 Q4_0
     kernel widens every product pair: here the multiplies are what the loop waits on)."""
     if small and not target_has(context, "avx512vnni") and _has_pmaddubsw(context):
         if len(pairs) > 8:
@@ -148,3 +148,22 @@ def quad_dots(context, builder, acc, pairs, small=False):
     for u, s in pairs:
         acc = quad_dot(context, builder, acc, u, s, small)
     return acc
+
+
+def lookup16(context, builder, table, idx):
+    """<n x i8>: table[idx[i]] for idx lanes 0..15 and table 16 constant bytes. vpshufb
+    (one per 32 or 64 lanes: it looks up within each 16-byte lane, so the table is
+    repeated per lane) where the target has AVX2 / AVX-512BW; elsewhere 16 compares
+    and selects (portable IR, the same values)."""
+    n = idx.type.count
+    for feature, name, width in (("avx512bw", "llvm.x86.avx512.pshuf.b.512", 64),
+                                 ("avx2", "llvm.x86.avx2.pshuf.b", 32)):
+        if target_has(context, feature) and n % width == 0:
+            lanes = llvm_ir.Constant(llvm_ir.VectorType(I8, width), list(table) * (width // 16))
+            return _concat(builder, [_call(builder, name, lanes.type, [lanes, part])
+                                     for part in _parts(builder, idx, width)])
+    result = llvm_ir.Constant(idx.type, [table[0]] * n)
+    for value in range(1, 16):
+        hit = builder.icmp_unsigned("==", idx, llvm_ir.Constant(idx.type, [value] * n))
+        result = builder.select(hit, llvm_ir.Constant(idx.type, [table[value]] * n), result)
+    return result

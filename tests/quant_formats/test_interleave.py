@@ -1,9 +1,10 @@
 """quant_formats/interleave.py: the integer cores of the decode kernels against numpy:
-int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / nibble_quads_dot (the Q8_0
-layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1) on each code path of
+int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / nibble_quads_dot / kvalue_quads_dot
+(the Q8_0 layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1; IQ4_NL) on each code path of
 quant_formats/simd.py, and the layouts they read."""
 import numpy as np
 import pytest
+from gguf import quants as gguf_quants
 from numba import njit
 
 from quant_formats import interleave, simd
@@ -94,7 +95,17 @@ def test_nibble_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
         _check_nibble_quads_dot(run, n_tokens, t0, o)
 
 
-def _check_nibble_quads_dot(run, n_tokens, t0, o):
+@pytest.mark.parametrize("path", PATHS)
+def test_kvalue_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
+    """IQ4_NL's nibbles looked up in gguf-py's kvalues, plus 128 (offset binary)."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    run = _runner(interleave.kvalue_quads_dot)
+    kvalues = np.asarray(gguf_quants.IQ4_NL.kvalues, np.int64)
+    for n_tokens, t0, o in CASES:
+        _check_nibble_quads_dot(run, n_tokens, t0, o, lambda v: kvalues[v] + 128)
+
+
+def _check_nibble_quads_dot(run, n_tokens, t0, o, value=lambda v: v):
     rng = np.random.default_rng(10 * n_tokens + t0 + o)
     q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)  # 3 blocks of 16 bytes
     q_bytes[0] = 0xFF
@@ -104,7 +115,7 @@ def _check_nibble_quads_dot(run, n_tokens, t0, o):
     assert q.shape == (1, 3, 4, 4 * ROWS)
     out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
     block = q_bytes[:, o // 2:o // 2 + 16].astype(np.int64)
-    weights = np.concatenate([block & 15, block >> 4], axis=1)  # weights 0..31 of each row
+    weights = value(np.concatenate([block & 15, block >> 4], axis=1))  # 0..31 of each row
     expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ weights.T
     assert np.array_equal(out[:n_tokens], expected)
     assert (out[n_tokens:] == 777).all()
