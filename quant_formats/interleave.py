@@ -34,8 +34,10 @@ from .simd import I8 as _I8, I32 as _I32, I64 as _I64
 
 ROWS = 64
 # nibble_matmul's offset for IQ4_NL: its nibbles index kvalues_iq4nl, looked up as
-# kvalue + 128 (offset binary, as the Q8_0 layout's bytes), 128 * sum(x) taken back
+# kvalue + 128 (offset binary, as the Q8_0 layout's bytes), 128 * sum(x) taken back;
+# for Q5_0: 5-bit quants minus 16, the fifth bits in a fifth quad row (pack_five_bits)
 KVALUE_OFFSET = 128
+FIVE_BIT_OFFSET = 16
 _KVALUES = KVALUES_IQ4NL.astype(np.int32)
 
 
@@ -197,12 +199,14 @@ def scaled_block_sums(qs, length, factor):
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
-def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None):
+def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None,
+                         high_bits=False):
     """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
     - 1 of q_block, each quad's bytes one operand (the low and the high nibbles two,
-    where nibbles; with table, 16 bytes, the nibbles are looked up in it), documented
-    by doc."""
-    small = nibbles and table is None
+    where nibbles; with table, 16 bytes, the nibbles are looked up in it; with
+    high_bits, each gets a fifth bit from q_block row k0 + n_quads, pack_five_bits'),
+    documented by doc."""
+    max_u = 255 if table is not None or not nibbles else 31 if high_bits else 15
     signed_table = None if table is None else [int(v) - 256 if v > 127 else int(v)
                                                for v in table]
 
@@ -242,7 +246,27 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table
             high = builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * chunk))
             if table is not None:
                 low, high = (simd.lookup16(context, builder, signed_table, v) for v in (low, high))
+            if high_bits:
+                low, high = fifth_bits(k, c, low, high)
             return [(low, 4 * k), (high, 16 + 4 * k)]
+
+        def fifth_bits(k, c, low, high):  # 16 added where quad k's high bit is set
+            at = builder.add(builder.mul(builder.add(k0, const(n_quads)), const(4 * ROWS)),
+                             builder.add(const(k * ROWS), builder.mul(c, const(chunk))))
+            bits = builder.load(builder.bitcast(builder.gep(q_ptr, [at]), llvm_ir.VectorType(
+                _I8, chunk).as_pointer()), align=1)  # a byte per row: 8 fifth bits
+            spread = builder.shuffle_vector(bits, llvm_ir.Constant(bits.type, llvm_ir.Undefined),
+                                            llvm_ir.Constant(llvm_ir.VectorType(_I32, 4 * chunk),
+                                                             [r for r in range(chunk)
+                                                              for _ in range(4)]))
+            sixteen, zero = (llvm_ir.Constant(quads8, [v] * 4 * chunk) for v in (16, 0))
+            out = []
+            for part, first_bit in ((low, 0), (high, 4)):
+                mask = llvm_ir.Constant(quads8, [1 << (first_bit + e) for _ in range(chunk)
+                                                 for e in range(4)])
+                is_set = builder.icmp_unsigned("!=", builder.and_(spread, mask), zero)
+                out.append(builder.or_(part, builder.select(is_set, sixteen, zero)))
+            return out
 
         def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated chunk times
             at = builder.add(builder.mul(builder.add(t0, const(t)), x_stride),
@@ -266,7 +290,7 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table
                     parts = [part for k in range(n_quads) for part in operands(k, c)]
                     totals = [simd.quad_dots(context, builder, llvm_ir.Constant(rows32, None),
                                              [(weights, x_quad(t, at)) for weights, at in parts],
-                                             small=small) for t in range(n)]
+                                             max_u=max_u) for t in range(n)]
                     for t, total in enumerate(totals):
                         at = builder.add(const(t * ROWS), builder.mul(c, const(chunk)))
                         builder.store(total, builder.bitcast(builder.gep(out_ptr, [at]),
@@ -294,6 +318,10 @@ nibble_quads_dot = _quads_dot_intrinsic("nibble_quads_dot", 4, True, """nibble_q
     in pack_nibbles' layout (q_block uint8 [4, 4 * ROWS], k0 0; byte j of a row holding
     weights j (low nibble) and j + 16 (high)): out[t, r] = the sum over the block's 32
     weights q of q * x[t0 + t, o + its index].""")
+five_bit_quads_dot = _quads_dot_intrinsic("five_bit_quads_dot", 4, True, """five_bit_quads_dot(
+    out, q_block, k0, x, t0, n_tokens, o): nibble_quads_dot for Q5_0's unsigned 5-bit quants:
+    q_block uint8 [5, 4 * ROWS] (pack_five_bits), each nibble's fifth bit from its row 4.""",
+                                          high_bits=True)
 kvalue_quads_dot = _quads_dot_intrinsic("kvalue_quads_dot", 4, True, """kvalue_quads_dot(out,
     q_block, k0, x, t0, n_tokens, o): nibble_quads_dot for IQ4_NL, each nibble v taken as
     kvalues_iq4nl[v] + KVALUE_OFFSET (a vpshufb look-up on x86): the block read as 16
@@ -306,8 +334,9 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0, Q4_1 and IQ4_NL on the interleaved layout, the same integer sums
     and float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
     * sum(q8)), plus m * s for Q4_1. Fields: d_w, m_w f32 [groups, blocks, ROWS]
-    (m_w empty for Q4_0 and IQ4_NL); q_w uint8 [groups, blocks, 4, 4 * ROWS]
-    (nibble_quads_dot; kvalue_quads_dot where offset is KVALUE_OFFSET, IQ4_NL's).
+    (m_w empty for Q4_0, Q5_0 and IQ4_NL); q_w uint8 [groups, blocks, 4, 4 * ROWS]
+    (nibble_quads_dot; kvalue_quads_dot where offset is KVALUE_OFFSET, IQ4_NL's;
+    five_bit_quads_dot on [..., 5, 4 * ROWS] where it is FIVE_BIT_OFFSET, Q5_0's).
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
@@ -324,6 +353,8 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
             for b in range(n_blocks):
                 if offset == KVALUE_OFFSET:
                     kvalue_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+                elif offset == FIVE_BIT_OFFSET:
+                    five_bit_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 else:
                     nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 d_b = d_w[g, b]
@@ -346,7 +377,7 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
 def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
     """Groups g0.. of the nibble_matmul layout -> f32 out_t [n, k * ROWS] (rows as
     columns), in dequantize_rows' float order: d * (q - offset) (+ m), IQ4_NL's
-    d * kvalue."""
+    d * kvalue; Q5_0's q has its fifth bit from q_w's row 4."""
     n_rows = d_w.shape[2]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
@@ -359,6 +390,15 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
                 if offset == KVALUE_OFFSET:
                     for r in range(n_rows):
                         dst[r] = scale[r] * np.float32(_KVALUES[(quad[4 * r + e] >> shift) & 15])
+                    continue
+                if offset == FIVE_BIT_OFFSET:
+                    k = (j & 15) >> 2
+                    fifth = q_w[g, b, 4, k * n_rows:(k + 1) * n_rows]
+                    bit = e + shift
+                    for r in range(n_rows):
+                        q = np.int32(((quad[4 * r + e] >> shift) & 15)
+                                     | (((fifth[r] >> bit) & 1) << 4))
+                        dst[r] = scale[r] * np.float32(np.int32(q - offset))
                     continue
                 for r in range(n_rows):
                     dst[r] = scale[r] * np.float32(np.int32(((quad[4 * r + e] >> shift) & 15)
@@ -378,6 +418,24 @@ def pack_nibbles(w, block_bytes, m_at, qs_at, offset):
     return (pack_f16(w, block_bytes, 0),
             _NO_SCALES if m_at is None else pack_f16(w, block_bytes, m_at),
             pack_byte_quads(w, block_bytes, qs_at, 16, 0), offset)
+
+
+def pack_five_bits(w, block_bytes, qh_at, qs_at):
+    """nibble_matmul's arguments for Q5_0 blocks (d at byte 0, the uint32 of fifth bits
+    at qh_at, nibbles at qs_at): q_w [groups, blocks, 5, 4 * ROWS], rows 0-3 the nibble
+    quads, row 4 a byte per quad k and row r at k * ROWS + r whose bit e is the fifth
+    bit of the weight in byte e of the quad's low nibbles, bit 4 + e of its high."""
+    n_out, n_blocks = w.shape[0], w.shape[1] // block_bytes
+    qh = np.ascontiguousarray(w.reshape(n_out, n_blocks, block_bytes)[:, :, qh_at:qh_at + 4])
+    qh = qh.view("<u4")[:, :, 0]  # [rows, blocks]
+    k = np.arange(4, dtype=np.uint32)
+    fifth = (((qh[:, :, None] >> (4 * k)) & 15) | (((qh[:, :, None] >> (16 + 4 * k)) & 15) << 4))
+    plane = np.zeros((n_groups(n_out) * ROWS, n_blocks, 4), np.uint8)
+    plane[:n_out] = fifth
+    plane = plane.reshape(-1, ROWS, n_blocks, 4).transpose(0, 2, 3, 1)  # [g, b, k, r]
+    quads = pack_byte_quads(w, block_bytes, qs_at, 16, 0)
+    q_w = np.concatenate([quads, plane.reshape(quads.shape[0], n_blocks, 1, 4 * ROWS)], axis=2)
+    return pack_f16(w, block_bytes, 0), _NO_SCALES, q_w, FIVE_BIT_OFFSET
 
 
 def nibble_block_offsets(d_w, m_w, q_w, offset):

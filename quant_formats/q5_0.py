@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave, q8_0
+from . import interleave
 from .common import f16_at, u32_at
 from .legacy_quantize import symmetric_row
 from .quantize_common import run_row_kernel
@@ -75,14 +75,15 @@ def matmul_kernel(w, qs, d, sums, out):
 # --- decode layout (interleave.py) ------------------------------------------
 
 def pack(w):
-    """Q8_0's decode layout, weights as the int8 q - 16 (interleave.pack_as_q8_0)."""
-    q = five_bit_quants(w.reshape(-1).view(BLOCK_DTYPE)).astype(np.int8) - np.int8(16)
-    return interleave.pack_as_q8_0(w, _TYPE_SIZE, q.reshape(w.shape[0], -1))
+    """Q4_0's decode layout with a fifth quad row of the high bits (interleave.
+    pack_five_bits): 24 bytes a block (the file's 22, the scale as float32). The Q8_0
+    layout of int8 q - 16 it replaces read 34: SmolLM2 Q4_K_M's layers are mostly Q5_0."""
+    return interleave.pack_five_bits(w, _TYPE_SIZE, qh_at=2, qs_at=6)
 
 
-packed_matmul = q8_0.packed_matmul
-INT8_PREFILL = q8_0.INT8_PREFILL
-packed_dequantize = q8_0.packed_dequantize
+packed_matmul = interleave.nibble_matmul
+INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
+packed_dequantize = interleave.nibble_dequantize
 
 
 # --- weight quantizer ------------------------------------------------------

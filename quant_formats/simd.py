@@ -112,7 +112,7 @@ def quad_dot(context, builder, acc, u, s, small=False):
     products and their sums in one instruction. Other x86 (AVX2 laptops): vpmaddubsw
     and vpmaddwd (pairs of pairs) as ggml's mul_sum_us8_pairs_float; its pair sums
     saturate past 32767, so a full-range u is split into u & 0x7f and u & 0x80, each
-    pair sum then within +-32768 (small, u <= 15 as nibbles: one pass). Elsewhere
+    pair sum then within +-32768 (small, u <= 127: one pass). Elsewhere
     portable IR."""
     if target_has(context, "avx512vnni"):
         return _concat(builder, [
@@ -132,19 +132,22 @@ def quad_dot(context, builder, acc, u, s, small=False):
     return builder.add(acc, _strided_sum(builder, products, 4))
 
 
-def quad_dots(context, builder, acc, pairs, small=False):
-    """acc plus quad_dot of each (u, s) in pairs. Small u (<= 15, nibbles) without VNNI:
-    vpmaddubsw's pair sums are added in int16 (at most 8 pairs: 8 * 2 * 15 * 128 =
-    30720 fits) and widened once, one vpmaddwd for eight vpmaddubsw (ggml's AVX2 Q4_0
-    kernel widens every product pair: here the multiplies are what the loop waits on)."""
+def quad_dots(context, builder, acc, pairs, max_u=255):
+    """acc plus quad_dot of each (u, s) in pairs, every u <= max_u. Small u without VNNI
+    (nibbles, 15; Q5_0's 5 bits, 31): vpmaddubsw's pair sums are added in int16 as many
+    at a time as cannot overflow (2 * max_u * 128 each: 8 for nibbles, 4 for 5 bits) and
+    widened once, one vpmaddwd for several vpmaddubsw (ggml's AVX2 Q4_0 kernel widens
+    every product pair: here the multiplies are what the loop waits on)."""
+    small = max_u < 128
     if small and not target_has(context, "avx512vnni") and _has_pmaddubsw(context):
-        if len(pairs) > 8:
-            raise ValueError("quad_dots: more than 8 pairs of nibbles may overflow int16")
-        sums16 = None
-        for u, s in pairs:
-            pair_sums = pair_madd(context, builder, u, s)
-            sums16 = pair_sums if sums16 is None else builder.add(sums16, pair_sums)
-        return builder.add(acc, _pair_sums_widened(context, builder, sums16))
+        at_once = 32767 // (2 * max_u * 128)
+        for first in range(0, len(pairs), at_once):
+            sums16 = None
+            for u, s in pairs[first:first + at_once]:
+                pair_sums = pair_madd(context, builder, u, s)
+                sums16 = pair_sums if sums16 is None else builder.add(sums16, pair_sums)
+            acc = builder.add(acc, _pair_sums_widened(context, builder, sums16))
+        return acc
     for u, s in pairs:
         acc = quad_dot(context, builder, acc, u, s, small)
     return acc

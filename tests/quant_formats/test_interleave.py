@@ -1,7 +1,7 @@
 """quant_formats/interleave.py: the integer cores of the decode kernels against numpy:
 int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / nibble_quads_dot / kvalue_quads_dot
-(the Q8_0 layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1; IQ4_NL) on each code path of
-quant_formats/simd.py, and the layouts they read."""
+/ five_bit_quads_dot (the Q8_0 layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1;
+IQ4_NL; Q5_0) on each code path of quant_formats/simd.py, and the layouts they read."""
 import numpy as np
 import pytest
 from gguf import quants as gguf_quants
@@ -103,6 +103,31 @@ def test_kvalue_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
     kvalues = np.asarray(gguf_quants.IQ4_NL.kvalues, np.int64)
     for n_tokens, t0, o in CASES:
         _check_nibble_quads_dot(run, n_tokens, t0, o, lambda v: kvalues[v] + 128)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_five_bit_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
+    """Q5_0's blocks as pack_five_bits lays them out: each nibble with its fifth bit from
+    qh (bit j for weight j), against gguf-py-independent numpy unpacking; all-ones
+    quants (31) against -128 included."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    run = _runner(interleave.five_bit_quads_dot)
+    for n_tokens, t0, o in CASES:
+        rng = np.random.default_rng(20 * n_tokens + t0 + o)
+        blocks = rng.integers(0, 256, (ROWS, 3, 22)).astype(np.uint8)  # d, qh, qs per block
+        blocks[0, :, 2:] = 0xFF
+        x = rng.integers(-128, 128, (8, 96)).astype(np.int8)
+        x[t0, o:o + 32] = -128
+        q = interleave.pack_five_bits(blocks.reshape(ROWS, -1), 22, 2, 6)[2]
+        assert q.shape == (1, 3, 5, 4 * ROWS)
+        out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
+        block = blocks[:, o // 32]
+        qh = block[:, 2:6].copy().view("<u4")[:, 0].astype(np.int64)
+        nibbles = np.concatenate([block[:, 6:] & 15, block[:, 6:] >> 4], axis=1).astype(np.int64)
+        quants = nibbles | (((qh[:, None] >> np.arange(32)) & 1) << 4)
+        expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ quants.T
+        assert np.array_equal(out[:n_tokens], expected)
+        assert (out[n_tokens:] == 777).all()
 
 
 def _check_nibble_quads_dot(run, n_tokens, t0, o, value=lambda v: v):
