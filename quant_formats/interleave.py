@@ -200,12 +200,12 @@ TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 6
 
 
 def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None,
-                         high_bits=False):
+                         high_bits=False, q8_0_x=False):
     """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
     - 1 of q_block, each quad's bytes one operand (the low and the high nibbles two,
     where nibbles; with table, 16 bytes, the nibbles are looked up in it; with
-    high_bits, each gets a fifth bit from q_block row k0 + n_quads, pack_five_bits'),
-    documented by doc."""
+    high_bits, each gets a fifth bit from q_block row k0 + n_quads, pack_five_bits';
+    q8_0_x: x within +-127, simd.signed_quad_dot's sums), documented by doc."""
     max_u = 255 if table is not None or not nibbles else 31 if high_bits else 15
     signed_table = None if table is None else [int(v) - 256 if v > 127 else int(v)
                                                for v in table]
@@ -290,7 +290,8 @@ def _quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table
                     parts = [part for k in range(n_quads) for part in operands(k, c)]
                     totals = [simd.quad_dots(context, builder, llvm_ir.Constant(rows32, None),
                                              [(weights, x_quad(t, at)) for weights, at in parts],
-                                             max_u=max_u) for t in range(n)]
+                                             max_u=max_u, signed=q8_0_x)
+                              for t in range(n)]
                     for t, total in enumerate(totals):
                         at = builder.add(const(t * ROWS), builder.mul(c, const(chunk)))
                         builder.store(total, builder.bitcast(builder.gep(out_ptr, [at]),
@@ -325,8 +326,22 @@ five_bit_quads_dot = _quads_dot_intrinsic("five_bit_quads_dot", 4, True, """five
 kvalue_quads_dot = _quads_dot_intrinsic("kvalue_quads_dot", 4, True, """kvalue_quads_dot(out,
     q_block, k0, x, t0, n_tokens, o): nibble_quads_dot for IQ4_NL, each nibble v taken as
     kvalues_iq4nl[v] + KVALUE_OFFSET (a vpshufb look-up on x86): the block read as 16
-    bytes, as the file holds it, where the Q8_0 layout's int8 kvalues took 32.""",
-                                        table=_KVALUES + KVALUE_OFFSET)
+    bytes, as the file holds it, where the Q8_0 layout's int8 kvalues took 32. x within
+    +-127 (Q8_0's): the sums are simd.signed_quad_dot's (q8_0_offset says which).""",
+                                        table=_KVALUES + KVALUE_OFFSET, q8_0_x=True)
+q8_0_quads_dot = _quads_dot_intrinsic("q8_0_quads_dot", 8, False, """q8_0_quads_dot(out, q_block,
+    k0, x, t0, n_tokens, o): quads_dot for x within +-127 (Q8_0's activations): its sums
+    less q8_0_offset() * sum(x) (simd.signed_quad_dot: ggml's sign trick on AVX2).""",
+                                      q8_0_x=True)
+
+
+@intrinsic
+def q8_0_offset(typingctx):
+    """What q8_0_quads_dot's and kvalue_quads_dot's sums hold of 128 * sum(x), a
+    constant of the target: 0 where they take the weights as signed (AVX2), else 128."""
+    def codegen(context, builder, signature, args):
+        return llvm_ir.Constant(_I64, simd.signed_offset(context))
+    return types.int64(), codegen
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -342,8 +357,8 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     has_min = m_w.shape[0] > 0
     # Q4_0's (IQ4_NL's) offset * sum(q8) per block (none for Q4_1), once per call rather than
     # per row group, outside the parallel region (its own launch would cost more)
-    x_offsets = (np.empty((n_tokens, 0), np.int32) if has_min
-                 else scaled_block_sums(qs, 32, offset))
+    x_offsets = (np.empty((n_tokens, 0), np.int32) if has_min else scaled_block_sums(
+        qs, 32, q8_0_offset() if offset == KVALUE_OFFSET else offset))
     for g in prange(q_w.shape[0]):
         acc = np.empty((TOKENS, n_rows), np.float32)
         isum = np.empty((TOKENS, n_rows), np.int32)

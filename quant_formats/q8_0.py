@@ -99,7 +99,8 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
     rows and up to interleave.TOKENS tokens at once (the weights loaded once for all),
     then the same float steps in the same order, so results equal matmul_kernel's."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
-    x_offsets = interleave.scaled_block_sums(qs, 32, 128)  # offset binary weights
+    # offset binary weights: q8_0_quads_dot's sums hold 128 * sum(x) but with AVX2's sign trick
+    x_offsets = interleave.scaled_block_sums(qs, 32, interleave.q8_0_offset())
     for g in prange(q_w.shape[0]):
         acc = np.empty((interleave.TOKENS, n_rows), np.float32)
         isum = np.empty((interleave.TOKENS, n_rows), np.int32)
@@ -108,7 +109,7 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
             n_t = min(interleave.TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
-                interleave.quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+                interleave.q8_0_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 for r in range(n_rows):
                     scale_w[r] = f16_to_f32(d_w[g, b, r])
                 for t in range(n_t):

@@ -132,9 +132,38 @@ def quad_dot(context, builder, acc, u, s, small=False):
     return builder.add(acc, _strided_sum(builder, products, 4))
 
 
-def quad_dots(context, builder, acc, pairs, max_u=255):
-    """acc plus quad_dot of each (u, s) in pairs, every u <= max_u. Small u without VNNI
-    (nibbles, 15; Q5_0's 5 bits, 31): vpmaddubsw's pair sums are added in int16 as many
+def sign_trick(context) -> bool:
+    """Whether signed_quad_dot takes its weights as signed bytes (AVX2 without AVX-512:
+    vpsignb has no 512-bit form)."""
+    return (target_has(context, "avx2") and not target_has(context, "avx512bw")
+            and not target_has(context, "avx512vnni"))
+
+
+def signed_quad_dot(context, builder, acc, u, s):
+    """quad_dot for s within +-127 (Q8_0's activations), where sign_trick: acc plus the
+    sums of (u - 128) * s, ggml's AVX2 trick: vpsignb makes |w| and s with w's sign, one
+    vpmaddubsw per 32 products where quad_dot's split of u needs two (|w| <= 128, so
+    pair sums stay within 2 * 128 * 127; s = -128 would wrap). Elsewhere quad_dot's
+    sums of u * s: callers take signed_offset(context) * sum(s) off either way."""
+    if not sign_trick(context):
+        return quad_dot(context, builder, acc, u, s)
+    w = builder.xor(u, llvm_ir.Constant(u.type, [0x80] * u.type.count))
+    magnitude, signed = (
+        _concat(builder, [_call(builder, "llvm.x86.avx2.psign.b", a.type, [a, b])
+                          for a, b in zip(_parts(builder, v, 32), _parts(builder, w, 32))])
+        for v in (w, s))
+    return builder.add(acc, _pair_sums_widened(
+        context, builder, pair_madd(context, builder, magnitude, signed)))
+
+
+def signed_offset(context) -> int:
+    """What signed_quad_dot's sums hold of 128 * sum(s): 0 with the sign trick, else 128."""
+    return 0 if sign_trick(context) else 128
+
+
+def quad_dots(context, builder, acc, pairs, max_u=255, signed=False):
+    """acc plus quad_dot (signed_quad_dot where signed) of each (u, s) in pairs, every
+    u <= max_u. Small u without VNNI (nibbles, 15; Q5_0's 5 bits, 31): vpmaddubsw's pair sums are added in int16 as many
     at a time as cannot overflow (2 * max_u * 128 each: 8 for nibbles, 4 for 5 bits) and
     widened once, one vpmaddwd for several vpmaddubsw (ggml's AVX2 Q4_0 kernel widens
     every product pair: here the multiplies are what the loop waits on)."""
@@ -149,7 +178,8 @@ def quad_dots(context, builder, acc, pairs, max_u=255):
             acc = builder.add(acc, _pair_sums_widened(context, builder, sums16))
         return acc
     for u, s in pairs:
-        acc = quad_dot(context, builder, acc, u, s, small)
+        acc = (signed_quad_dot(context, builder, acc, u, s) if signed
+               else quad_dot(context, builder, acc, u, s, small))
     return acc
 
 

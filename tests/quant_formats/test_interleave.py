@@ -86,6 +86,45 @@ def _check_quads_dot(run, n_tokens, t0, o):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("fn", ["q8_0_quads_dot", "kvalue_quads_dot"])
+def test_q8_0_activation_dots_less_their_offset_are_the_signed_sum(fn, path, monkeypatch):
+    """The dots that take Q8_0 activations (within +-127): their sums less q8_0_offset()
+    * sum(x) are those of the signed weights, on each path (AVX2: the sign trick,
+    offset 0), the weights' extremes -128 and 127 against x's -127 and 127 included."""
+    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
+    run = _runner(getattr(interleave, fn))
+
+    @njit
+    def offset():
+        return interleave.q8_0_offset()
+    kvalues = np.asarray(gguf_quants.IQ4_NL.kvalues, np.int64)
+    for n_tokens, t0, o in CASES:
+        rng = np.random.default_rng(30 * n_tokens + t0 + o)
+        x = rng.integers(-127, 128, (8, 96)).astype(np.int8)
+        x[t0, o:o + 32:2], x[t0, o + 1:o + 32:2] = -127, 127
+        if fn == "q8_0_quads_dot":
+            weights = rng.integers(-128, 128, (ROWS, 96)).astype(np.int8)
+            weights[0], weights[1, 1::2] = -128, 127
+            q_block = interleave.pack_quads(weights)[0, o // 32]
+        else:
+            q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)
+            q_bytes[0] = 0  # kvalue -127 throughout
+            q_block = interleave.pack_nibbles(q_bytes, 16, None, 0, 8)[2][0, o // 32]
+            block = q_bytes[:, o // 2:o // 2 + 16]
+            weights = np.zeros((ROWS, 96), np.int64)
+            weights[:, o:o + 32] = kvalues[np.concatenate([block & 15, block >> 4], axis=1)]
+        out = run(q_block, 0, x, t0, n_tokens, o)
+        xs = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64)
+        expected = xs @ weights[:, o:o + 32].astype(np.int64).T
+        assert np.array_equal(out[:n_tokens] - offset() * xs.sum(axis=1, keepdims=True),
+                              expected)
+        assert (out[n_tokens:] == 777).all()
+    sign_trick = (simd.host_has("avx2") and not simd.host_has("avx512bw")
+                  and not simd.host_has("avx512vnni"))  # under this path's DISABLED
+    assert offset() == (0 if sign_trick else 128)
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_nibble_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
     """Q4_0 / Q4_1's 16 bytes per block (byte j: weights j and j + 16), laid out by
     pack_nibbles; all-15 nibbles against -128 (the largest pair sums) included."""
@@ -93,16 +132,6 @@ def test_nibble_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
     run = _runner(interleave.nibble_quads_dot)
     for n_tokens, t0, o in CASES:
         _check_nibble_quads_dot(run, n_tokens, t0, o)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_kvalue_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
-    """IQ4_NL's nibbles looked up in gguf-py's kvalues, plus 128 (offset binary)."""
-    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
-    run = _runner(interleave.kvalue_quads_dot)
-    kvalues = np.asarray(gguf_quants.IQ4_NL.kvalues, np.int64)
-    for n_tokens, t0, o in CASES:
-        _check_nibble_quads_dot(run, n_tokens, t0, o, lambda v: kvalues[v] + 128)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -130,7 +159,7 @@ def test_five_bit_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
         assert (out[n_tokens:] == 777).all()
 
 
-def _check_nibble_quads_dot(run, n_tokens, t0, o, value=lambda v: v):
+def _check_nibble_quads_dot(run, n_tokens, t0, o):
     rng = np.random.default_rng(10 * n_tokens + t0 + o)
     q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)  # 3 blocks of 16 bytes
     q_bytes[0] = 0xFF
@@ -140,7 +169,7 @@ def _check_nibble_quads_dot(run, n_tokens, t0, o, value=lambda v: v):
     assert q.shape == (1, 3, 4, 4 * ROWS)
     out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
     block = q_bytes[:, o // 2:o // 2 + 16].astype(np.int64)
-    weights = value(np.concatenate([block & 15, block >> 4], axis=1))  # 0..31 of each row
+    weights = np.concatenate([block & 15, block >> 4], axis=1)  # weights 0..31 of each row
     expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ weights.T
     assert np.array_equal(out[:n_tokens], expected)
     assert (out[n_tokens:] == 777).all()
