@@ -14,7 +14,7 @@ A packed matrix is a tuple of arrays, one per block field:
                or [n_groups, n_blocks, width / 4, 4 * ROWS]  (pack_byte_quads: four
                   bytes of a row side by side, the operand of simd.quad_dot)
     f16 fields    float32 [n_groups, n_blocks, ROWS]        (pack_f16: scales)
-               or uint16, the f16 bits (pack_f16_bits: the Q8_0 layout's scales,
+               or uint16, the f16 bits (pack_f16_bits: the Q8_0 and nibble layouts' scales,
                   converted in the kernel by common.f16_to_f32)
 Rows past n_out (the last group's padding) are zero bytes and never written out.
 Packing copies the weights once at load (the file's bytes, plus 2 per float32
@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import simd
-from .common import F16_TO_F32, is_c_array
+from .common import F16_TO_F32, f16_to_f32, is_c_array
 from .iq_common import KVALUES_IQ4NL
 
 from .simd import I8 as _I8, I32 as _I32, I64 as _I64
@@ -348,8 +348,8 @@ def q8_0_offset(typingctx):
 def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0, Q4_1 and IQ4_NL on the interleaved layout, the same integer sums
     and float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
-    * sum(q8)), plus m * s for Q4_1. Fields: d_w, m_w f32 [groups, blocks, ROWS]
-    (m_w empty for Q4_0, Q5_0 and IQ4_NL); q_w uint8 [groups, blocks, 4, 4 * ROWS]
+    * sum(q8)), plus m * s for Q4_1. Fields: d_w, m_w uint16 [groups, blocks, ROWS],
+    f16 bits (m_w empty for Q4_0, Q5_0 and IQ4_NL); q_w uint8 [groups, blocks, 4, 4 * ROWS]
     (nibble_quads_dot; kvalue_quads_dot where offset is KVALUE_OFFSET, IQ4_NL's;
     five_bit_quads_dot on [..., 5, 4 * ROWS] where it is FIVE_BIT_OFFSET, Q5_0's).
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
@@ -362,21 +362,26 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     for g in prange(q_w.shape[0]):
         acc = np.empty((TOKENS, n_rows), np.float32)
         isum = np.empty((TOKENS, n_rows), np.int32)
+        d_b, m_b = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
         for t0 in range(0, n_tokens, TOKENS):
             n_t = min(TOKENS, n_tokens - t0)
             acc[:] = 0
             for b in range(n_blocks):
+                for r in range(n_rows):
+                    d_b[r] = f16_to_f32(d_w[g, b, r])
+                if has_min:
+                    for r in range(n_rows):
+                        m_b[r] = f16_to_f32(m_w[g, b, r])
                 if offset == KVALUE_OFFSET:
                     kvalue_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 elif offset == FIVE_BIT_OFFSET:
                     five_bit_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 else:
                     nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
-                d_b = d_w[g, b]
                 for t in range(n_t):
                     scale = d[t0 + t, b]
                     if has_min:
-                        s, m_b = sums[t0 + t, b], m_w[g, b]
+                        s = sums[t0 + t, b]
                         for r in range(n_rows):
                             acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
                     else:
@@ -396,8 +401,13 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
     n_rows = d_w.shape[2]
     for i in prange(out_t.shape[1] // n_rows):
         g = g0 + i
+        scale, m = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
         for b in range(q_w.shape[1]):
-            scale = d_w[g, b]
+            for r in range(n_rows):
+                scale[r] = f16_to_f32(d_w[g, b, r])
+            if m_w.shape[0]:
+                for r in range(n_rows):
+                    m[r] = f16_to_f32(m_w[g, b, r])
             for j in range(32):
                 quad = q_w[g, b, (j & 15) >> 2]
                 e, shift = j & 3, 4 if j >= 16 else 0
@@ -419,19 +429,20 @@ def nibble_dequantize(d_w, m_w, q_w, offset, g0, out_t):
                     dst[r] = scale[r] * np.float32(np.int32(((quad[4 * r + e] >> shift) & 15)
                                                             - offset))
                 if m_w.shape[0]:
-                    m = m_w[g, b]
                     for r in range(n_rows):
                         dst[r] += m[r]
 
 
-_NO_SCALES = np.zeros((0, 0, 0), np.float32)  # Q4_0's missing m (one signature for both)
+_NO_SCALES = np.zeros((0, 0, 0), np.uint16)  # Q4_0's missing m (one signature for both)
 
 
 def pack_nibbles(w, block_bytes, m_at, qs_at, offset):
     """nibble_matmul's arguments for Q4_0/Q4_1 blocks (scale d at byte 0, minimum m
-    (None: absent) and nibbles qs at the given bytes)."""
-    return (pack_f16(w, block_bytes, 0),
-            _NO_SCALES if m_at is None else pack_f16(w, block_bytes, m_at),
+    (None: absent) and nibbles qs at the given bytes). The scales stay f16 bits, as
+    the Q8_0 layout's: 18 bytes a Q4_0 block as in the file (float32 scales made it
+    20, converting 64 of them a block costs a few vcvtph2ps)."""
+    return (pack_f16_bits(w, block_bytes, 0),
+            _NO_SCALES if m_at is None else pack_f16_bits(w, block_bytes, m_at),
             pack_byte_quads(w, block_bytes, qs_at, 16, 0), offset)
 
 
@@ -450,13 +461,13 @@ def pack_five_bits(w, block_bytes, qh_at, qs_at):
     plane = plane.reshape(-1, ROWS, n_blocks, 4).transpose(0, 2, 3, 1)  # [g, b, k, r]
     quads = pack_byte_quads(w, block_bytes, qs_at, 16, 0)
     q_w = np.concatenate([quads, plane.reshape(quads.shape[0], n_blocks, 1, 4 * ROWS)], axis=2)
-    return pack_f16(w, block_bytes, 0), _NO_SCALES, q_w, FIVE_BIT_OFFSET
+    return pack_f16_bits(w, block_bytes, 0), _NO_SCALES, q_w, FIVE_BIT_OFFSET
 
 
 def nibble_block_offsets(d_w, m_w, q_w, offset):
     """Q4_1's minimum m of every block, f32 [groups * ROWS, blocks] (the prefill
     path's Q8_1 residual term)."""
-    return m_w.transpose(0, 2, 1).reshape(-1, m_w.shape[1])
+    return F16_TO_F32[m_w].transpose(0, 2, 1).reshape(-1, m_w.shape[1])
 
 
 def pack_as_q8_0(w, block_bytes, values):
