@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from quant_formats import interleave, interleave_k, q8_0, q8_1, q8_k
+from quant_formats import interleave_k, interleave_nibbles, q8_0, q8_1, q8_k
 
 from . import flash_attention, layers
 
@@ -33,7 +33,7 @@ F32_3, U16_3, I8_4, U8_4 = ("float32", 3), ("uint16", 3), ("int8", 4), ("uint8",
 KERNELS = {
     (U16_3, U8_4): q8_0.packed_matmul,                        # Q8_0, Q5_0
     (F32_3, I8_4, U8_4): interleave_k.int8_subblocks_matmul,  # Q6_K, IQ4_XS, IQ2_XXS
-    (U16_3, U16_3, U8_4, "int"): interleave.nibble_matmul,    # Q4_0, Q4_1, Q5_0, IQ4_NL
+    (U16_3, U16_3, U8_4, "int"): interleave_nibbles.nibble_matmul,    # Q4_0, Q4_1, Q5_0, IQ4_NL
     (F32_3, F32_3, U8_4, U8_4, U8_4): interleave_k.q4_k_matmul,           # Q4_K
     (F32_3, F32_3, U8_4, U8_4, I8_4): interleave_k.int8_scale_min_matmul,  # Q5_K
 }

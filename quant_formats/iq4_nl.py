@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave
+from . import interleave_nibbles
 from .common import f16_at
 from .iq_common import KVALUES_IQ4NL, kvalues_of_nibbles
 from .quantize_common import GROUP_MAX_EPS, block_weights, run_row_kernel_f16_d
@@ -98,20 +98,20 @@ def matmul_kernel(w, qs, d, sums, out):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
 
 
-# --- decode layout (interleave.py) ------------------------------------------
+# --- decode layout (interleave_nibbles.py) ----------------------------------
 
 def pack(w):
     """Q4_0's decode layout, the nibbles as the file holds them, looked up in the kernel
-    (interleave.kvalue_quads_dot). Held as Q8_0's layout of int8 kvalues (34 bytes a
+    (interleave_nibbles.kvalue_quads_dot). Held as Q8_0's layout of int8 kvalues (34 bytes a
     block, not 18), decode read nearly twice the bytes: SmolLM2 IQ4_XS, whose layers
     are mostly IQ4_NL, decoded at 0.63-0.69x llama.cpp's rate on an AVX2 Zen 3."""
-    return interleave.pack_nibbles(w, _TYPE_SIZE, m_at=None, qs_at=2,
-                                   offset=interleave.KVALUE_OFFSET)
+    return interleave_nibbles.pack_nibbles(w, _TYPE_SIZE, m_at=None, qs_at=2,
+                                   offset=interleave_nibbles.KVALUE_OFFSET)
 
 
-packed_matmul = interleave.nibble_matmul
+packed_matmul = interleave_nibbles.nibble_matmul
 INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
-packed_dequantize = interleave.nibble_dequantize
+packed_dequantize = interleave_nibbles.nibble_dequantize
 
 
 # --- Quantizer: ggml-quants.c quantize_iq4_nl -> quantize_row_iq4_nl_impl(32, 32, ..., ntry 7) ---

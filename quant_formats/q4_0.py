@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave
+from . import interleave_nibbles
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
 from .legacy_quantize import symmetric_row
@@ -88,15 +88,15 @@ def matmul_kernel(w, qs, d, sums, out):
 
 
 
-# --- decode layout (interleave.py) ------------------------------------------
+# --- decode layout (interleave_nibbles.py) ----------------------------------
 
 def pack(w):
-    return interleave.pack_nibbles(w, _TYPE_SIZE, m_at=None, qs_at=2, offset=8)
+    return interleave_nibbles.pack_nibbles(w, _TYPE_SIZE, m_at=None, qs_at=2, offset=8)
 
 
-packed_matmul = interleave.nibble_matmul
+packed_matmul = interleave_nibbles.nibble_matmul
 INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
-packed_dequantize = interleave.nibble_dequantize
+packed_dequantize = interleave_nibbles.nibble_dequantize
 
 
 # --- weight quantizer ------------------------------------------------------

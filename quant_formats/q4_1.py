@@ -6,7 +6,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave
+from . import interleave_nibbles
 from .common import (ROWS_PER_TASK, f16_at, nibble_products,
                      spread_activations)
 from .legacy_quantize import offset_row
@@ -84,16 +84,16 @@ def block_offsets(w):
     return w.view(BLOCK_DTYPE)["m"].astype(np.float32)
 
 
-# --- decode layout (interleave.py) ------------------------------------------
+# --- decode layout (interleave_nibbles.py) ----------------------------------
 
 def pack(w):
-    return interleave.pack_nibbles(w, _TYPE_SIZE, m_at=2, qs_at=4, offset=0)
+    return interleave_nibbles.pack_nibbles(w, _TYPE_SIZE, m_at=2, qs_at=4, offset=0)
 
 
-packed_matmul = interleave.nibble_matmul
+packed_matmul = interleave_nibbles.nibble_matmul
 INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
-packed_dequantize = interleave.nibble_dequantize
-packed_block_offsets = interleave.nibble_block_offsets
+packed_dequantize = interleave_nibbles.nibble_dequantize
+packed_block_offsets = interleave_nibbles.nibble_block_offsets
 
 
 # --- weight quantizer ------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave
+from . import interleave_nibbles
 from .common import f16_at, u32_at
 from .legacy_quantize import symmetric_row
 from .quantize_common import run_row_kernel
@@ -72,18 +72,18 @@ def matmul_kernel(w, qs, d, sums, out):
             out[t, r] = vec_dot(w[r], qs[t], d[t], sums[t])
 
 
-# --- decode layout (interleave.py) ------------------------------------------
+# --- decode layout (interleave_nibbles.py) ----------------------------------
 
 def pack(w):
-    """Q4_0's decode layout with a fifth quad row of the high bits (interleave.
-    pack_five_bits): 24 bytes a block (the file's 22, the scale as float32). The Q8_0
-    layout of int8 q - 16 it replaces read 34: SmolLM2 Q4_K_M's layers are mostly Q5_0."""
-    return interleave.pack_five_bits(w, _TYPE_SIZE, qh_at=2, qs_at=6)
+    """Q4_0's decode layout with a fifth quad row of the high bits (interleave_nibbles.
+    pack_five_bits): 22 bytes a block, as the file. The Q8_0 layout of int8 q - 16 it
+    replaces read 34: SmolLM2 Q4_K_M's layers are mostly Q5_0."""
+    return interleave_nibbles.pack_five_bits(w, _TYPE_SIZE, qh_at=2, qs_at=6)
 
 
-packed_matmul = interleave.nibble_matmul
+packed_matmul = interleave_nibbles.nibble_matmul
 INT8_PREFILL = True  # batches too, where the CPU has VNNI (quant_formats.matmul_packed)
-packed_dequantize = interleave.nibble_dequantize
+packed_dequantize = interleave_nibbles.nibble_dequantize
 
 
 # --- weight quantizer ------------------------------------------------------

@@ -1,13 +1,14 @@
 """quant_formats/interleave.py: the integer cores of the decode kernels against numpy:
-int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / nibble_quads_dot / kvalue_quads_dot
-/ five_bit_quads_dot (the Q8_0 layout; Q6_K, IQ4_XS, IQ2_XXS sub-blocks; Q4_0, Q4_1;
-IQ4_NL; Q5_0) on each code path of quant_formats/simd.py, and the layouts they read."""
+int8_rows_dot (Q5_K), and quads_dot / quads_dot16 / q8_0_quads_dot (the Q8_0 layout;
+Q6_K, IQ4_XS, IQ2_XXS sub-blocks; with Q8_0 activations, beside interleave_nibbles'
+kvalue_quads_dot) on each code path of quant_formats/simd.py, and the layouts they read."""
 import numpy as np
 import pytest
 from gguf import quants as gguf_quants
 from numba import njit
 
-from quant_formats import interleave, simd
+from quant_formats import interleave, interleave_nibbles, simd
+from simd_paths import CASES, PATHS, runner
 
 ROWS = interleave.ROWS
 
@@ -41,23 +42,6 @@ def test_int8_rows_dot_extremes_do_not_overflow():
         assert np.array_equal(out, q_block.astype(np.int64).sum(axis=0) * xv)
 
 
-# The code paths of simd's instructions, by the features left on: VNNI, pmaddubsw +
-# pmaddwd (x86 without VNNI), portable IR. On a CPU without a feature the paths that
-# need it check the next one down (by design, not a skip).
-PATHS = {"vnni": set(), "pmaddubsw": {"avx512vnni"}, "portable-ir": set(simd.X86_FEATURES)}
-
-
-def _runner(intrinsic_fn):
-    """A new function per call: compiled with simd.DISABLED of now."""
-    @njit
-    def run(q_block, k0, x, t0, n_tokens, o):
-        out = np.full((interleave.TOKENS, ROWS), 777, np.int32)
-        intrinsic_fn(out, q_block, k0, x, t0, n_tokens, o)
-        return out
-    return run
-
-
-CASES = [(1, 0, 0), (4, 0, 32), (3, 2, 64), (2, 5, 0), (4, 4, 64)]  # n_tokens, t0, o
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -65,7 +49,7 @@ def test_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
     """The Q8_0 layout's block sums for up to TOKENS tokens, offset binary weights as
     stored, extremes included; rows of out past n_tokens untouched."""
     monkeypatch.setattr(simd, "DISABLED", PATHS[path])
-    run = _runner(interleave.quads_dot)
+    run = runner(interleave.quads_dot)
     for n_tokens, t0, o in CASES:
         _check_quads_dot(run, n_tokens, t0, o)
 
@@ -92,7 +76,7 @@ def test_q8_0_activation_dots_less_their_offset_are_the_signed_sum(fn, path, mon
     * sum(x) are those of the signed weights, on each path (AVX2: the sign trick,
     offset 0), the weights' extremes -128 and 127 against x's -127 and 127 included."""
     monkeypatch.setattr(simd, "DISABLED", PATHS[path])
-    run = _runner(getattr(interleave, fn))
+    run = runner(getattr(interleave_nibbles if fn == "kvalue_quads_dot" else interleave, fn))
 
     @njit
     def offset():
@@ -109,7 +93,7 @@ def test_q8_0_activation_dots_less_their_offset_are_the_signed_sum(fn, path, mon
         else:
             q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)
             q_bytes[0] = 0  # kvalue -127 throughout
-            q_block = interleave.pack_nibbles(q_bytes, 16, None, 0, 8)[2][0, o // 32]
+            q_block = interleave_nibbles.pack_nibbles(q_bytes, 16, None, 0, 8)[2][0, o // 32]
             block = q_bytes[:, o // 2:o // 2 + 16]
             weights = np.zeros((ROWS, 96), np.int64)
             weights[:, o:o + 32] = kvalues[np.concatenate([block & 15, block >> 4], axis=1)]
@@ -122,57 +106,6 @@ def test_q8_0_activation_dots_less_their_offset_are_the_signed_sum(fn, path, mon
     sign_trick = (simd.host_has("avx2") and not simd.host_has("avx512bw")
                   and not simd.host_has("avx512vnni"))  # under this path's DISABLED
     assert offset() == (0 if sign_trick else 128)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_nibble_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
-    """Q4_0 / Q4_1's 16 bytes per block (byte j: weights j and j + 16), laid out by
-    pack_nibbles; all-15 nibbles against -128 (the largest pair sums) included."""
-    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
-    run = _runner(interleave.nibble_quads_dot)
-    for n_tokens, t0, o in CASES:
-        _check_nibble_quads_dot(run, n_tokens, t0, o)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_five_bit_quads_dot_is_the_exact_integer_sum(path, monkeypatch):
-    """Q5_0's blocks as pack_five_bits lays them out: each nibble with its fifth bit from
-    qh (bit j for weight j), against gguf-py-independent numpy unpacking; all-ones
-    quants (31) against -128 included."""
-    monkeypatch.setattr(simd, "DISABLED", PATHS[path])
-    run = _runner(interleave.five_bit_quads_dot)
-    for n_tokens, t0, o in CASES:
-        rng = np.random.default_rng(20 * n_tokens + t0 + o)
-        blocks = rng.integers(0, 256, (ROWS, 3, 22)).astype(np.uint8)  # d, qh, qs per block
-        blocks[0, :, 2:] = 0xFF
-        x = rng.integers(-128, 128, (8, 96)).astype(np.int8)
-        x[t0, o:o + 32] = -128
-        q = interleave.pack_five_bits(blocks.reshape(ROWS, -1), 22, 2, 6)[2]
-        assert q.shape == (1, 3, 5, 4 * ROWS)
-        out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
-        block = blocks[:, o // 32]
-        qh = block[:, 2:6].copy().view("<u4")[:, 0].astype(np.int64)
-        nibbles = np.concatenate([block[:, 6:] & 15, block[:, 6:] >> 4], axis=1).astype(np.int64)
-        quants = nibbles | (((qh[:, None] >> np.arange(32)) & 1) << 4)
-        expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ quants.T
-        assert np.array_equal(out[:n_tokens], expected)
-        assert (out[n_tokens:] == 777).all()
-
-
-def _check_nibble_quads_dot(run, n_tokens, t0, o):
-    rng = np.random.default_rng(10 * n_tokens + t0 + o)
-    q_bytes = rng.integers(0, 256, (ROWS, 48)).astype(np.uint8)  # 3 blocks of 16 bytes
-    q_bytes[0] = 0xFF
-    x = rng.integers(-128, 128, (8, 96)).astype(np.int8)
-    x[t0, o:o + 32] = -128
-    q = interleave.pack_nibbles(q_bytes, 16, None, 0, 8)[2]
-    assert q.shape == (1, 3, 4, 4 * ROWS)
-    out = run(q[0, o // 32], 0, x, t0, n_tokens, o)
-    block = q_bytes[:, o // 2:o // 2 + 16].astype(np.int64)
-    weights = np.concatenate([block & 15, block >> 4], axis=1)  # weights 0..31 of each row
-    expected = x[t0:t0 + n_tokens, o:o + 32].astype(np.int64) @ weights.T
-    assert np.array_equal(out[:n_tokens], expected)
-    assert (out[n_tokens:] == 777).all()
 
 
 def test_pack_quads_puts_a_row_s_four_values_side_by_side():
@@ -195,7 +128,7 @@ def test_sub_block_quads_are_the_exact_integer_sums(path, monkeypatch):
     q = interleave.pack_quads(values, 256)
     assert q.shape == (1, 2, 64, 4 * ROWS)
     for fn, length in ((interleave.quads_dot, 32), (interleave.quads_dot16, 16)):
-        run = _runner(fn)
+        run = runner(fn)
         for b, sub, t0, n_tokens in ((0, 0, 0, 4), (1, 3, 2, 3), (1, 256 // length - 1, 5, 1)):
             out = run(q[0, b], sub * length // 4, x, t0, n_tokens, 256 * b + sub * length)
             first = 256 * b + sub * length
