@@ -189,6 +189,27 @@ def scaled_block_sums(qs, length, factor):
     return sums
 
 
+@njit(cache=True, nogil=True, inline="always")
+def add_offset_sums(acc, isum, scale_w, d, x_offsets, t0, n_t, b):
+    """acc[t] += scale_w * d_x * (isum[t] - x_offset) for the n_t tokens from t0 in
+    block b: the float step of the kernels whose integer sums carry an offset term
+    (q8_0.packed_matmul, interleave_nibbles.nibble_matmul), in ggml's order."""
+    for t in range(n_t):
+        scale, x_offset = d[t0 + t, b], x_offsets[t0 + t, b]
+        for r in range(acc.shape[1]):
+            acc[t, r] += scale_w[r] * scale * np.float32(np.int32(isum[t, r] - x_offset))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_group(out, acc, t0, n_t, g):
+    """Row group g's sums of the n_t tokens from t0 into out (the group's padding rows
+    past out's width left out)."""
+    n_rows = acc.shape[1]
+    for t in range(n_t):
+        for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+            out[t0 + t, g * n_rows + r] = acc[t, r]
+
+
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from . import interleave
 from .interleave import (TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16,
-                         scaled_block_sums)
+                         scaled_block_sums, store_group)
 from .kquant_common import scale_min_k4_reference
 
 
@@ -194,9 +194,7 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
                     scale = d[t0 + t, b]
                     for r in range(n_rows):
                         acc[t, r] += scale * d_b[r] * np.float32(isum[t, r])
-            for t in range(n_t):
-                for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                    out[t0 + t, g * n_rows + r] = acc[t, r]
+            store_group(out, acc, t0, n_t, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)

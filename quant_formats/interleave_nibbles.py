@@ -10,8 +10,8 @@ import numpy as np
 from numba import njit, prange
 
 from .common import F16_TO_F32, f16_to_f32
-from .interleave import (ROWS, TOKENS, n_groups, pack_byte_quads, pack_f16_bits, q8_0_offset,
-                         quads_dot_intrinsic, scaled_block_sums)
+from .interleave import (ROWS, TOKENS, add_offset_sums, n_groups, pack_byte_quads, pack_f16_bits,
+                         q8_0_offset, quads_dot_intrinsic, scaled_block_sums, store_group)
 from .iq_common import KVALUES_IQ4NL
 
 # nibble_matmul's offset for IQ4_NL: its nibbles index kvalues_iq4nl, looked up as
@@ -72,19 +72,14 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
                     five_bit_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 else:
                     nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+                if not has_min:
+                    add_offset_sums(acc, isum, d_b, d, x_offsets, t0, n_t, b)
+                    continue
                 for t in range(n_t):
-                    scale = d[t0 + t, b]
-                    if has_min:
-                        s = sums[t0 + t, b]
-                        for r in range(n_rows):
-                            acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
-                    else:
-                        x_offset = x_offsets[t0 + t, b]
-                        for r in range(n_rows):
-                            acc[t, r] += d_b[r] * scale * np.float32(np.int32(isum[t, r] - x_offset))
-            for t in range(n_t):
-                for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                    out[t0 + t, g * n_rows + r] = acc[t, r]
+                    scale, s = d[t0 + t, b], sums[t0 + t, b]
+                    for r in range(n_rows):
+                        acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
+            store_group(out, acc, t0, n_t, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -112,13 +112,8 @@ def packed_matmul(d_w, q_w, qs, d, sums, out):
                 interleave.q8_0_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
                 for r in range(n_rows):
                     scale_w[r] = f16_to_f32(d_w[g, b, r])
-                for t in range(n_t):
-                    scale, x_offset = d[t0 + t, b], x_offsets[t0 + t, b]
-                    for r in range(n_rows):
-                        acc[t, r] += scale_w[r] * scale * np.float32(np.int32(isum[t, r] - x_offset))
-            for t in range(n_t):
-                for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                    out[t0 + t, g * n_rows + r] = acc[t, r]
+                interleave.add_offset_sums(acc, isum, scale_w, d, x_offsets, t0, n_t, b)
+            interleave.store_group(out, acc, t0, n_t, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)
