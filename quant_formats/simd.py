@@ -163,10 +163,11 @@ def signed_offset(context) -> int:
 
 def quad_dots(context, builder, acc, pairs, max_u=255, signed=False):
     """acc plus quad_dot (signed_quad_dot where signed) of each (u, s) in pairs, every
-    u <= max_u. Small u without VNNI (nibbles, 15; Q5_0's 5 bits, 31): vpmaddubsw's pair sums are added in int16 as many
-    at a time as cannot overflow (2 * max_u * 128 each: 8 for nibbles, 4 for 5 bits) and
-    widened once, one vpmaddwd for several vpmaddubsw (ggml's AVX2 Q4_0 kernel widens
-    every product pair: here the multiplies are what the loop waits on)."""
+    u <= max_u. Small u without VNNI (nibbles, 15; Q5_0's 5 bits, 31): vpmaddubsw's pair
+    sums are added in int16 as many at a time as cannot overflow (2 * max_u * 128 each:
+    8 for nibbles, 4 for 5 bits) and widened once, one vpmaddwd for several vpmaddubsw
+    (ggml's AVX2 Q4_0 kernel widens every product pair: here the multiplies are what the
+    loop waits on)."""
     small = max_u < 128
     if small and not target_has(context, "avx512vnni") and _has_pmaddubsw(context):
         at_once = 32767 // (2 * max_u * 128)
