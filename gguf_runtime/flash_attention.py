@@ -12,6 +12,7 @@ from numba.extending import intrinsic
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
 from quant_formats.common import f16_round, is_c_array
+from quant_formats.simd import target_has
 
 # ggml-cpu/ops.cpp flash_attn_ext: batches of at least this many queries take the
 # tiled path (f32 Q and accumulators); smaller ones round Q to f16 and accumulate
@@ -29,13 +30,27 @@ def store_f16(src, cache, pos0, n_cells):
             cache[c, j] = f16_round(src[t, j])
 
 
+def _f16_dot_lanes(context) -> int:
+    """Lanes of ggml_vec_dot_f16 as llama.cpp is built for a CPU like the target
+    (ggml-cpu/simd-mappings.h GGML_F16_STEP): 64 with AVX-512F, else AVX's 32."""
+    return 64 if target_has(context, "avx512f") else 32
+
+
+@intrinsic
+def _dot_lanes(typingctx):
+    """_f16_dot_lanes of the target being compiled for, as a constant."""
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, _f16_dot_lanes(context))
+    return types.intp(), codegen
+
+
 @intrinsic
 def _lanes_sum(typingctx, a, b, n_main):
     """sum(a[:n_main] * b[:n_main]) of contiguous float32 rows (n_main a positive
-    multiple of 64) in ggml_vec_dot_f16's order (dot_f16_lanes), as float64. Written
-    as LLVM vector IR, <64 x float> held in registers: the same sums through a scratch
-    array stored and reloaded at each halving (wider stores than loads, which the CPU
-    does not forward) took 1.2-1.4x as long."""
+    multiple of _dot_lanes) in ggml_vec_dot_f16's order (dot_f16_lanes), as float64.
+    Written as LLVM vector IR, the lanes held in registers: the same sums through a
+    scratch array stored and reloaded at each halving (wider stores than loads, which
+    the CPU does not forward) took 1.2-1.4x as long."""
     if not (is_c_array(a, types.float32, 1) and is_c_array(b, types.float32, 1)
             and isinstance(n_main, types.Integer)):
         return None
@@ -43,7 +58,8 @@ def _lanes_sum(typingctx, a, b, n_main):
 
     def codegen(context, builder, signature, args):
         f32, i32, i64 = llvm_ir.FloatType(), llvm_ir.IntType(32), llvm_ir.IntType(64)
-        row = llvm_ir.VectorType(f32, 64)
+        n_lanes = _f16_dot_lanes(context)
+        row = llvm_ir.VectorType(f32, n_lanes)
         a_ptr, b_ptr = (builder.bitcast(context.make_array(t)(context, builder, v).data,
                                         f32.as_pointer())
                         for t, v in zip(signature.args[:2], args[:2]))
@@ -53,17 +69,20 @@ def _lanes_sum(typingctx, a, b, n_main):
                                    align=4) for p in (a_ptr, b_ptr))
             return builder.fmul(va, vb)
         lanes = cgutils.alloca_once_value(builder, products(llvm_ir.Constant(i64, 0)))
-        step = llvm_ir.Constant(i64, 64)
+        step = llvm_ir.Constant(i64, n_lanes)
         with cgutils.for_range_slice(builder, step, args[2], step) as (i, _):
             builder.store(builder.fadd(builder.load(lanes), products(i)), lanes)
-        v, width = builder.load(lanes), 64
-        while width > 4:  # 64 -> 32 -> 16 -> 8 -> 4: lane j += lane j + width / 2
+        v, width = builder.load(lanes), n_lanes
+        while width > 4:  # halvings to 4 lanes: lane j += lane j + width / 2
             half = width // 2
             low, high = (builder.shuffle_vector(v, v, llvm_ir.Constant(
                 llvm_ir.VectorType(i32, half), list(range(o, o + half)))) for o in (0, half))
             v, width = builder.fadd(low, high), half
         lane = [builder.extract_element(v, llvm_ir.Constant(i32, j)) for j in range(4)]
-        total = builder.fadd(builder.fadd(lane[0], lane[2]), builder.fadd(lane[1], lane[3]))
+        if n_lanes == 64:  # _mm512_reduce_add_ps (GCC): (l0 + l2) + (l1 + l3)
+            total = builder.fadd(builder.fadd(lane[0], lane[2]), builder.fadd(lane[1], lane[3]))
+        else:  # GGML_F32x8_REDUCE's two _mm_hadd_ps: (l0 + l1) + (l2 + l3)
+            total = builder.fadd(builder.fadd(lane[0], lane[1]), builder.fadd(lane[2], lane[3]))
         return builder.fpext(total, llvm_ir.DoubleType())
     return sig, codegen
 
@@ -71,16 +90,17 @@ def _lanes_sum(typingctx, a, b, n_main):
 @njit(cache=True, nogil=True, inline="always")
 def dot_f16_lanes(a, b):
     """sum(a * b) of two f16-valued f32 rows, summed in the order of ggml_vec_dot_f16
-    as built with AVX-512 (ggml-cpu/vec.cpp; simd-mappings.h: GGML_F16_STEP 64,
-    EPR 16; this machine's llama.cpp): 64 lanes accumulate every 64th product
-    (f16 products are exact in f32, so FMA and multiply-add agree), then
-    GGML_F32Cx16_REDUCE halves 64 -> 16 and _mm512_reduce_add_ps (GCC) 16 -> 1;
-    leftovers add in double. Equal scores, not just close ones: a sequential sum
-    let the qwen2-derived test model's greedy text drift from llama.cpp's (checked
-    equal to libggml-cpu's ggml_vec_dot_f16 on 6000 random rows of 64-256).
-    a and b: C-contiguous (k_cache[c, a:b] is typed strided: reshape to heads)."""
+    (ggml-cpu/vec.cpp) as llama.cpp is built for this CPU: with AVX-512 (GGML_F16_STEP
+    64, EPR 16) 64 lanes accumulate every 64th product, GGML_F32Cx16_REDUCE halves
+    64 -> 16 and _mm512_reduce_add_ps 16 -> 1; with AVX2 (STEP 32, EPR 8) 32 lanes,
+    GGML_F32x8_REDUCE halves 32 -> 4 and two hadds end it. f16 products are exact in
+    f32, so FMA and multiply-add agree; leftovers add in double. Equal scores, not
+    just close ones: a sequential sum let the qwen2-derived test model's greedy text
+    drift from llama.cpp's, and gemma3's perplexity over a q8_0 V cache moves by 1%
+    with the order. a and b: C-contiguous (k_cache[c, a:b] is typed strided:
+    reshape to heads)."""
     n = a.shape[0]
-    n_main = n - n % 64
+    n_main = n - n % _dot_lanes()
     total = _lanes_sum(a, b, n_main) if n_main else np.float64(0.0)
     for i in range(n_main, n):
         total += np.float64(a[i] * b[i])

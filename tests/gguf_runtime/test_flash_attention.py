@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gguf_runtime import flash_attention as fa
+from quant_formats import simd
 
 HEAD_DIM, N_KV, N_HEADS = 64, 2, 4
 
@@ -21,22 +22,39 @@ def _expf(x):
     return np.float32(math.exp(float(x))) if x != -np.inf else np.float32(0.0)
 
 
-def _dot_f16(a, b):
-    """ggml_vec_dot_f16 on AVX-512: 64 lanes, halved 64 -> 4, (l0 + l2) + (l1 + l3)."""
+def _dot_f16(a, b, n_lanes):
+    """ggml_vec_dot_f16 (ggml-cpu/vec.cpp): n_lanes lanes (64 as built with AVX-512,
+    32 with AVX2) halved to 4, then (l0 + l2) + (l1 + l3) (_mm512_reduce_add_ps) or
+    (l0 + l1) + (l2 + l3) (GGML_F32x8_REDUCE's hadds)."""
     products = (a * b).astype(np.float32)
-    lanes = products[:64].copy()
-    for i in range(64, len(a), 64):
-        lanes += products[i:i + 64]
-    for width in (32, 16, 8, 4):
+    lanes = products[:n_lanes].copy()
+    for i in range(n_lanes, len(a), n_lanes):
+        lanes += products[i:i + n_lanes]
+    width = n_lanes // 2
+    while width >= 4:
         lanes[:width] += lanes[width:2 * width]
-    return np.float32((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
+        width //= 2
+    if n_lanes == 64:
+        return np.float32((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
+    return np.float32((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
 
 
+# llama.cpp built for this CPU sums as its widest path: AVX-512 where the CPU has
+# it (else this case checks AVX2's order, by design, not a skip), and AVX2's
+DOT_PATHS = {"avx512": set(), "avx2": {"avx512f"}}
+HOST_LANES = 64 if simd.host_has("avx512f") else 32
+
+
+@pytest.mark.parametrize("path", DOT_PATHS)
 @pytest.mark.parametrize("n", [16, 48, 64, 80, 128, 200, 256])
-def test_dot_f16_lanes_sums_in_ggml_s_order(n):
-    """Scores bit for bit as the transcription above: 64 lanes, the halving tree, the
-    leftovers past the last 64 in double (none below 64 wide but the leftovers)."""
-    @numba.njit
+def test_dot_f16_lanes_sums_in_ggml_s_order(n, path, monkeypatch):
+    """Scores bit for bit as the transcription above, in the order of the target
+    compiled for: the lanes, the halving tree, the leftovers past the last whole
+    lanes in double (none below the lanes but the leftovers)."""
+    monkeypatch.setattr(simd, "DISABLED", DOT_PATHS[path])
+    n_lanes = 64 if simd.host_has("avx512f") else 32
+
+    @numba.njit  # a new function: compiled with DISABLED of now
     def dots(k, q, out):
         for r in range(k.shape[0]):
             out[r] = fa.dot_f16_lanes(k[r], q)
@@ -46,19 +64,28 @@ def test_dot_f16_lanes_sums_in_ggml_s_order(n):
     ours = np.empty(500, np.float32)
     dots(k, q, ours)
     products = (k * q).astype(np.float32)
-    main = n - n % 64
+    main = n - n % n_lanes
     for r in range(500):
-        total = np.float64(_dot_f16(k[r, :main], q[:main])) if main else 0.0
+        total = np.float64(_dot_f16(k[r, :main], q[:main], n_lanes)) if main else 0.0
         for p in products[r, main:]:
             total += np.float64(p)
         assert ours[r] == np.float32(total), r
+
+
+def test_the_two_orders_differ():
+    """The two transcriptions are not the same sum (so the test above tells them apart)."""
+    rng = np.random.default_rng(0)
+    k = _f16(rng.standard_normal((200, 128)) * 100)
+    q = _f16(rng.standard_normal(128))
+    assert any(_dot_f16(k[r], q, 64) != _dot_f16(k[r], q, 32) for r in range(200))
 
 
 def _one_chunk(qh, k, v, kh, cells, scale):
     """(M, S, V accumulator) over the given (cell, row) pairs, as one_chunk."""
     m, s, acc = np.float32(-np.inf), np.float32(0.0), np.zeros(HEAD_DIM, np.float32)
     for row in cells:
-        score = np.float32(_dot_f16(k[row, kh * HEAD_DIM:(kh + 1) * HEAD_DIM], qh) * scale)
+        score = np.float32(_dot_f16(k[row, kh * HEAD_DIM:(kh + 1) * HEAD_DIM], qh,
+                                     HOST_LANES) * scale)
         ms, vs = np.float32(1.0), np.float32(1.0)
         if score > m:
             ms, m = _expf(m - score), score
