@@ -39,8 +39,8 @@ def _dot_f16(a, b, n_lanes):
     return np.float32((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
 
 
-# llama.cpp built for this CPU sums as its widest path: AVX-512 where the CPU has
-# it (else this case checks AVX2's order, by design, not a skip), and AVX2's
+# The orders dot_f16_lanes compiles to: AVX-512's where the CPU has it (on a CPU
+# without, this case checks AVX2's again: by design, not a skip), and AVX2's
 DOT_PATHS = {"avx512": set(), "avx2": {"avx512f"}}
 HOST_LANES = 64 if simd.host_has("avx512f") else 32
 
