@@ -131,13 +131,14 @@ def dot_q8_0(krow, ko, q_qs, q_d, t, qo, n_blocks):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _score(qh, q_qs, q_d, k_heads, k_q8, c, t, h, kh, head_dim_k):
-    """Q.K of query head h (qh: its f16-rounded row) against cached key row c (kv
-    head kh): ggml_vec_dot_q8_0_q8_0 or, for an f16 K, ggml_vec_dot_f16."""
+def _score(q_heads, q_qs, q_d, k_heads, k_q8, c, t, h, kh, head_dim_k):
+    """Q.K of query head h of token t against cached key row c (kv head kh):
+    ggml_vec_dot_q8_0_q8_0 or, for an f16 K, ggml_vec_dot_f16 (q_heads: Q rounded
+    to f16, [tokens, heads, head_dim]; empty with a q8_0 K)."""
     if k_q8.shape[0] > 0:
         return dot_q8_0(k_q8[c], kh * (head_dim_k // Q8_BLOCK) * Q8_BYTES, q_qs, q_d, t,
                         h * head_dim_k, head_dim_k // Q8_BLOCK)
-    return dot_f16_lanes(k_heads[c, kh], qh)
+    return dot_f16_lanes(k_heads[c, kh], q_heads[t, h])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -167,20 +168,22 @@ def attention_quantized(q, q_qs, q_d, k_f16, k_q8, v_f16, v_q8, pos0, n_cells, w
     marks the type). ggml-cpu ops.cpp flash_attn_ext_f16 takes its one-chunk path
     for every batch size then (the tiled one needs f16/f32 K and V of one type):
     with a q8_0 K, Q arrives quantized (q_qs, q_d) and scores are
-    ggml_vec_dot_q8_0_q8_0; with an f16 K, a copy of each head of Q is rounded to
-    f16 here and scores are ggml_vec_dot_f16 (flash_attention.dot_f16_lanes).
+    ggml_vec_dot_q8_0_q8_0; with an f16 K, Q is rounded to f16 into a copy here, C
+    by heads, and scores are ggml_vec_dot_f16 (flash_attention.dot_f16_lanes).
     The output row of each head is the accumulator; online softmax as ggml's."""
     n_tokens = q.shape[0]
     n_heads = q.shape[1] // head_dim_k
     group = n_heads // n_kv_heads
     k_heads = k_f16.reshape(k_f16.shape[0], k_f16.shape[1] // head_dim_k, head_dim_k)
+    q_heads = np.empty((n_tokens if k_q8.shape[0] == 0 else 0, n_heads, head_dim_k),
+                       np.float32)
+    for t in prange(q_heads.shape[0]):
+        for h in range(n_heads):
+            for j in range(head_dim_k):
+                q_heads[t, h, j] = f16_round(q[t, h * head_dim_k + j])
     for i in prange(n_tokens * n_heads):
         t, h = i // n_heads, i % n_heads
         kh = h // group
-        qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
-        if k_q8.shape[0] == 0:
-            for j in range(head_dim_k):
-                qh[j] = f16_round(qh[j])
         acc = out[t, h * head_dim_v:(h + 1) * head_dim_v]
         acc[:] = 0
         p = pos0 + t
@@ -188,7 +191,7 @@ def attention_quantized(q, q_qs, q_d, k_f16, k_q8, v_f16, v_q8, pos0, n_cells, w
         total = np.float32(0.0)
         for kp in range(max(0, p - window + 1) if window > 0 else 0, p + 1):
             c = kp % n_cells
-            s = _score(qh, q_qs, q_d, k_heads, k_q8, c, t, h, kh, head_dim_k) * kq_scale
+            s = _score(q_heads, q_qs, q_d, k_heads, k_q8, c, t, h, kh, head_dim_k) * kq_scale
             ms, vs, m = softmax_step(s, m)
             _accumulate(acc, v_f16, v_q8, c, kh, ms, vs)
             total = total * ms + vs

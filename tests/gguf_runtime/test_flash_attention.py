@@ -42,7 +42,14 @@ def _dot_f16(a, b, n_lanes):
 # The orders dot_f16_lanes compiles to: AVX-512's where the CPU has it (on a CPU
 # without, this case checks AVX2's again: by design, not a skip), and AVX2's
 DOT_PATHS = {"avx512": set(), "avx2": {"avx512f"}}
-HOST_LANES = 64 if simd.host_has("avx512f") else 32
+
+
+def _host_lanes():
+    """ggml_vec_dot_f16's lanes for this CPU, less simd.DISABLED's features."""
+    return 64 if simd.host_has("avx512f") else 32
+
+
+HOST_LANES = _host_lanes()
 
 
 @pytest.mark.parametrize("path", DOT_PATHS)
@@ -52,7 +59,7 @@ def test_dot_f16_lanes_sums_in_ggml_s_order(n, path, monkeypatch):
     compiled for: the lanes, the halving tree, the leftovers past the last whole
     lanes in double (none below the lanes but the leftovers)."""
     monkeypatch.setattr(simd, "DISABLED", DOT_PATHS[path])
-    n_lanes = 64 if simd.host_has("avx512f") else 32
+    n_lanes = _host_lanes()
 
     @numba.njit  # a new function: compiled with DISABLED of now
     def dots(k, q, out):
