@@ -135,6 +135,44 @@ def add_value_f16(acc, vrow, ms, vs):
         acc[j] = f16_round(acc[j] + vrow[j] * vs)
 
 
+@njit(cache=True, nogil=True)
+def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scale,
+                      half_precision, i, out):
+    """attention's work item i: query row i // n_heads, head i % n_heads, over k_heads,
+    v_heads [cells, n_kv_heads, head_dim] into out."""
+    head_dim_k, head_dim_v = k_heads.shape[2], v_heads.shape[2]
+    n_heads = q.shape[1] // head_dim_k
+    t, h = i // n_heads, i % n_heads
+    kh = h // group
+    qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
+    if half_precision:
+        for j in range(head_dim_k):
+            qh[j] = f16_round(qh[j])
+    acc = np.zeros(head_dim_v, np.float32)
+    p = pos0 + t
+    first = max(0, p - window + 1) if window > 0 else 0
+    m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
+    total = np.float32(0.0)
+    for kp in range(first, p + 1):
+        c = kp % n_cells
+        krow = k_heads[c, kh]
+        if half_precision:
+            s = dot_f16_lanes(krow, qh) * kq_scale
+        else:
+            s = _dot_serial(krow, qh) * kq_scale
+        ms, vs, m = softmax_step(s, m)
+        vrow = v_heads[c, kh]
+        if half_precision:
+            add_value_f16(acc, vrow, ms, vs)
+        else:
+            for j in range(head_dim_v):
+                acc[j] = acc[j] * ms + vrow[j] * vs
+        total = total * ms + vs
+    inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
+    for j in range(head_dim_v):
+        out[t, h * head_dim_v + j] = acc[j] * inv
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
               kq_scale, n_threads, out):
@@ -161,35 +199,8 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
     k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
     v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
     for i in prange(n_tokens * n_heads):
-        t, h = i // n_heads, i % n_heads
-        kh = h // group
-        qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
-        if half_precision:
-            for j in range(head_dim_k):
-                qh[j] = f16_round(qh[j])
-        acc = np.zeros(head_dim_v, np.float32)
-        p = pos0 + t
-        first = max(0, p - window + 1) if window > 0 else 0
-        m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
-        total = np.float32(0.0)
-        for kp in range(first, p + 1):
-            c = kp % n_cells
-            krow = k_heads[c, kh]
-            if half_precision:
-                s = dot_f16_lanes(krow, qh) * kq_scale
-            else:
-                s = _dot_serial(krow, qh) * kq_scale
-            ms, vs, m = softmax_step(s, m)
-            vrow = v_heads[c, kh]
-            if half_precision:
-                add_value_f16(acc, vrow, ms, vs)
-            else:
-                for j in range(head_dim_v):
-                    acc[j] = acc[j] * ms + vrow[j] * vs
-            total = total * ms + vs
-        inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
-        for j in range(head_dim_v):
-            out[t, h * head_dim_v + j] = acc[j] * inv
+        attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scale,
+                          half_precision, i, out)
 
 
 # ggml-cpu/ops.cpp ggml_compute_forward_flash_attn_ext_f16: one query row over a K/V
@@ -217,6 +228,44 @@ def kv_view(pos, n_cells):
     return min(size, max(256, (min(pos + 1, size) + 255) // 256 * 256))
 
 
+@njit(cache=True, nogil=True)
+def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks, i,
+                    partials):
+    """attention_split_kv's work item i: KV head i // n_chunks over chunk i % n_chunks of
+    the cells, its query heads' (M, S, V) into partials [n_heads, n_chunks, 2 + head_dim_v].
+    A KV head's query heads together: one pass over its rows, and their f16 accumulators'
+    updates (a chain of dependent rounding steps per position, latency-bound one head at a
+    time) overlap (per pair 55 -> ~35 ns, measured)."""
+    n_kv_heads, head_dim_k, head_dim_v = k_heads.shape[1], k_heads.shape[2], v_heads.shape[2]
+    group = q.shape[1] // head_dim_k // n_kv_heads
+    chunk = (n_view + n_chunks - 1) // n_chunks
+    size = llama_cells(n_cells)
+    kh, ci = i // n_chunks, i % n_chunks
+    qg = np.empty((group, head_dim_k), np.float32)
+    for g in range(group):
+        for j in range(head_dim_k):
+            qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
+    acc = np.zeros((group, head_dim_v), np.float32)
+    m = np.full(group, -np.inf, np.float32)
+    total = np.zeros(group, np.float32)
+    for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
+        kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
+        if kp < 0 or (window > 0 and pos - kp >= window):
+            continue
+        row = kp % n_cells
+        krow, vrow = k_heads[row, kh], v_heads[row, kh]
+        for g in range(group):
+            s = dot_f16_lanes(krow, qg[g]) * kq_scale
+            ms, vs, m[g] = softmax_step(s, m[g])
+            add_value_f16(acc[g], vrow, ms, vs)
+            total[g] = total[g] * ms + vs
+    for g in range(group):
+        h = kh * group + g
+        partials[h, ci, 0] = m[g]
+        partials[h, ci, 1] = total[g]
+        partials[h, ci, 2:] = acc[g]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, head_dim_k,
                        head_dim_v, kq_scale, n_view, n_chunks, out):
@@ -226,42 +275,21 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
     V) are then combined in chunk order in f32. Cells are llama.cpp's: cell c of its
     cache (llama_cells) holds the latest position <= pos congruent to c, found in
     our row position % n_cells; masked if unused or outside the window."""
-    n_heads = q.shape[1] // head_dim_k
-    group = n_heads // n_kv_heads
     k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
     v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
-    chunk = (n_view + n_chunks - 1) // n_chunks
-    size = llama_cells(n_cells)
-    partials = np.empty((n_heads, n_chunks, 2 + head_dim_v), np.float32)
-    # a KV head's query heads together: one pass over its rows, and their f16
-    # accumulators' updates (a chain of dependent rounding steps per position,
-    # latency-bound one head at a time) overlap (per pair 55 -> ~35 ns, measured)
+    partials = np.empty((q.shape[1] // head_dim_k, n_chunks, 2 + head_dim_v), np.float32)
     for i in prange(n_kv_heads * n_chunks):
-        kh, ci = i // n_chunks, i % n_chunks
-        qg = np.empty((group, head_dim_k), np.float32)
-        for g in range(group):
-            for j in range(head_dim_k):
-                qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
-        acc = np.zeros((group, head_dim_v), np.float32)
-        m = np.full(group, -np.inf, np.float32)
-        total = np.zeros(group, np.float32)
-        for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
-            kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
-            if kp < 0 or (window > 0 and pos - kp >= window):
-                continue
-            row = kp % n_cells
-            krow, vrow = k_heads[row, kh], v_heads[row, kh]
-            for g in range(group):
-                s = dot_f16_lanes(krow, qg[g]) * kq_scale
-                ms, vs, m[g] = softmax_step(s, m[g])
-                add_value_f16(acc[g], vrow, ms, vs)
-                total[g] = total[g] * ms + vs
-        for g in range(group):
-            h = kh * group + g
-            partials[h, ci, 0] = m[g]
-            partials[h, ci, 1] = total[g]
-            partials[h, ci, 2:] = acc[g]
-    for h in range(n_heads):
+        attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks,
+                        i, partials)
+    reduce_partials(partials, out)
+
+
+@njit(cache=True, nogil=True)
+def reduce_partials(partials, out):
+    """Every head's chunks [n_heads, n_chunks, 2 + head_dim_v] into out [1, n_heads *
+    head_dim_v] (_reduce_partials)."""
+    head_dim_v = partials.shape[2] - 2
+    for h in range(partials.shape[0]):
         _reduce_partials(partials[h], out[0, h * head_dim_v:(h + 1) * head_dim_v])
 
 

@@ -56,39 +56,52 @@ def _sub_scale_min(d_w, dmin_w, sc_w, mn_w, g, b, sub, scale, minimum):
         minimum[r] = dmin_w[g, b, r] * np.float32(mn_w[g, b, sub, r])
 
 
+@njit(cache=True, nogil=True)
+def q4_k_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs):
+    """None needed (Q4_K's minimums use Q8_K's block sums): empty, for the common form."""
+    return np.empty((qs.shape[0], 0), np.int32)
+
+
+@njit(cache=True, nogil=True)
+def q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g):
+    """Row group g of q4_k_matmul, every token."""
+    n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
+    acc = np.empty(n_rows, np.float32)
+    isum = np.empty(n_rows, np.int32)
+    msum = np.empty(n_rows, np.int32)
+    sum_lo = np.empty(n_rows, np.int16)
+    sum_hi = np.empty(n_rows, np.int16)
+    for t in range(qs.shape[0]):
+        acc[:] = 0
+        for b in range(n_blocks):
+            isum[:] = 0
+            msum[:] = 0
+            for c in range(4):
+                for half in range(2):
+                    sum_lo[:] = 0
+                    sum_hi[:] = 0
+                    for j in range(16 * half, 16 * half + 16, 4):
+                        add_nibble_products(sum_lo, sum_hi, q_w[g, b], 32 * c + j, qs[t],
+                                            b * 256 + 64 * c + j, 32)
+                    sc_lo, sc_hi = sc_w[g, b, 2 * c], sc_w[g, b, 2 * c + 1]
+                    for r in range(n_rows):
+                        isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
+                                    + np.int32(sc_hi[r]) * np.int32(sum_hi[r]))
+            _add_min_terms(msum, mn_w[g, b], sums[t], b)
+            _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
+        for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+            out[t, g * n_rows + r] = acc[r]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
     """Q4_K: d_w, dmin_w f32 [groups, blocks, ROWS]; sc_w, mn_w uint8 [groups, blocks,
     8, ROWS] (the 6-bit scales and mins); q_w uint8 [groups, blocks, 128, ROWS], byte
     32c + l holding weights 64c + l (low nibble) and 64c + 32 + l (high).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums))."""
-    n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
+    x_offsets = q4_k_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs)
     for g in prange(q_w.shape[0]):
-        acc = np.empty(n_rows, np.float32)
-        isum = np.empty(n_rows, np.int32)
-        msum = np.empty(n_rows, np.int32)
-        sum_lo = np.empty(n_rows, np.int16)
-        sum_hi = np.empty(n_rows, np.int16)
-        for t in range(qs.shape[0]):
-            acc[:] = 0
-            for b in range(n_blocks):
-                isum[:] = 0
-                msum[:] = 0
-                for c in range(4):
-                    for half in range(2):
-                        sum_lo[:] = 0
-                        sum_hi[:] = 0
-                        for j in range(16 * half, 16 * half + 16, 4):
-                            add_nibble_products(sum_lo, sum_hi, q_w[g, b], 32 * c + j, qs[t],
-                                                b * 256 + 64 * c + j, 32)
-                        sc_lo, sc_hi = sc_w[g, b, 2 * c], sc_w[g, b, 2 * c + 1]
-                        for r in range(n_rows):
-                            isum[r] += (np.int32(sc_lo[r]) * np.int32(sum_lo[r])
-                                        + np.int32(sc_hi[r]) * np.int32(sum_hi[r]))
-                _add_min_terms(msum, mn_w[g, b], sums[t], b)
-                _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
-            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                out[t, g * n_rows + r] = acc[r]
+        q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -111,32 +124,45 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
                         dst[r] = scale[r] * np.float32(np.int32((q[r] >> shift) & 15)) - minimum[r]
 
 
+@njit(cache=True, nogil=True)
+def int8_scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs):
+    """None needed (the minimums use Q8_K's block sums): empty, for the common form."""
+    return np.empty((qs.shape[0], 0), np.int32)
+
+
+@njit(cache=True, nogil=True)
+def int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out, g):
+    """Row group g of int8_scale_min_matmul, every token."""
+    n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
+    acc = np.empty(n_rows, np.float32)
+    isum = np.empty(n_rows, np.int32)
+    msum = np.empty(n_rows, np.int32)
+    sub_sum = np.empty(n_rows, np.int32)
+    for t in range(qs.shape[0]):
+        acc[:] = 0
+        for b in range(n_blocks):
+            isum[:] = 0
+            msum[:] = 0
+            for sub in range(8):
+                int8_rows_dot(sub_sum, v_w[g, b], 32 * sub, 32, qs[t], b * 256 + 32 * sub)
+                sc = sc_w[g, b, sub]
+                for r in range(n_rows):
+                    isum[r] += np.int32(sc[r]) * sub_sum[r]
+            _add_min_terms(msum, mn_w[g, b], sums[t], b)
+            _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
+        for r in range(min(n_rows, out.shape[1] - g * n_rows)):
+            out[t, g * n_rows + r] = acc[r]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
     """Q5_K: q4_k_matmul's scales, mins and float steps over int8 values (the 5-bit
     levels 0..31, unpacked at load: v_w int8 [groups, blocks, 256, ROWS], weight order).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums)), the sums
     exact in int32 as ggml_vec_dot_q5_K_q8_K's."""
-    n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
+    x_offsets = int8_scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs)
     for g in prange(v_w.shape[0]):
-        acc = np.empty(n_rows, np.float32)
-        isum = np.empty(n_rows, np.int32)
-        msum = np.empty(n_rows, np.int32)
-        sub_sum = np.empty(n_rows, np.int32)
-        for t in range(qs.shape[0]):
-            acc[:] = 0
-            for b in range(n_blocks):
-                isum[:] = 0
-                msum[:] = 0
-                for sub in range(8):
-                    int8_rows_dot(sub_sum, v_w[g, b], 32 * sub, 32, qs[t], b * 256 + 32 * sub)
-                    sc = sc_w[g, b, sub]
-                    for r in range(n_rows):
-                        isum[r] += np.int32(sc[r]) * sub_sum[r]
-                _add_min_terms(msum, mn_w[g, b], sums[t], b)
-                _add_block(acc, d[t, b], d_w[g, b], dmin_w[g, b], isum, msum)
-            for r in range(min(n_rows, out.shape[1] - g * n_rows)):
-                out[t, g * n_rows + r] = acc[r]
+        int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -157,6 +183,45 @@ def int8_scale_min_dequantize(d_w, dmin_w, sc_w, mn_w, v_w, g0, out_t):
                         dst[r] = scale[r] * np.float32(v[r]) - minimum[r]
 
 
+@njit(cache=True, nogil=True)
+def int8_subblocks_offsets(d_w, sc_w, v_w, qs):
+    """128 * the sum of each sub-block's activations (the weights are offset binary)."""
+    return scaled_block_sums(qs, 4 * v_w.shape[2] // sc_w.shape[2], 128)
+
+
+@njit(cache=True, nogil=True)
+def int8_subblocks_group(d_w, sc_w, v_w, qs, d, sums, x_offsets, out, g):
+    """Row group g of int8_subblocks_matmul, every token."""
+    n_rows, n_blocks, n_tokens = d_w.shape[2], v_w.shape[1], qs.shape[0]
+    n_sub, block = sc_w.shape[2], 4 * v_w.shape[2]
+    sub_len = block // n_sub  # 16 or 32
+    acc = np.empty((TOKENS, n_rows), np.float32)
+    isum = np.empty((TOKENS, n_rows), np.int32)
+    sub_sum = np.empty((TOKENS, n_rows), np.int32)
+    for t0 in range(0, n_tokens, TOKENS):
+        n_t = min(TOKENS, n_tokens - t0)
+        acc[:] = 0
+        for b in range(n_blocks):
+            isum[:] = 0
+            for sub in range(n_sub):
+                if sub_len == 32:
+                    quads_dot(sub_sum, v_w[g, b], 8 * sub, qs, t0, n_t, b * block + 32 * sub)
+                else:
+                    quads_dot16(sub_sum, v_w[g, b], 4 * sub, qs, t0, n_t,
+                                b * block + 16 * sub)
+                sc = sc_w[g, b, sub]
+                for t in range(n_t):
+                    x_offset = x_offsets[t0 + t, b * n_sub + sub]
+                    for r in range(n_rows):
+                        isum[t, r] += np.int32(np.int32(sc[r]) * np.int32(sub_sum[t, r] - x_offset))
+            d_b = d_w[g, b]
+            for t in range(n_t):
+                scale = d[t0 + t, b]
+                for r in range(n_rows):
+                    acc[t, r] += scale * d_b[r] * np.float32(isum[t, r])
+        store_group(out, acc, t0, n_t, g)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     """Blocks held as int8 values with one int8 scale per sub-block (Q6_K: q - 32 and
@@ -165,36 +230,9 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     block length / 4, 4 * ROWS] (interleave.pack_quads, offset binary).
     Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 128); up to
     TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
-    n_rows, n_blocks, n_tokens = d_w.shape[2], v_w.shape[1], qs.shape[0]
-    n_sub, block = sc_w.shape[2], 4 * v_w.shape[2]
-    sub_len = block // n_sub  # 16 or 32
-    x_offsets = scaled_block_sums(qs, sub_len, 128)  # per sub-block: offset binary
+    x_offsets = int8_subblocks_offsets(d_w, sc_w, v_w, qs)
     for g in prange(v_w.shape[0]):
-        acc = np.empty((TOKENS, n_rows), np.float32)
-        isum = np.empty((TOKENS, n_rows), np.int32)
-        sub_sum = np.empty((TOKENS, n_rows), np.int32)
-        for t0 in range(0, n_tokens, TOKENS):
-            n_t = min(TOKENS, n_tokens - t0)
-            acc[:] = 0
-            for b in range(n_blocks):
-                isum[:] = 0
-                for sub in range(n_sub):
-                    if sub_len == 32:
-                        quads_dot(sub_sum, v_w[g, b], 8 * sub, qs, t0, n_t, b * block + 32 * sub)
-                    else:
-                        quads_dot16(sub_sum, v_w[g, b], 4 * sub, qs, t0, n_t,
-                                    b * block + 16 * sub)
-                    sc = sc_w[g, b, sub]
-                    for t in range(n_t):
-                        x_offset = x_offsets[t0 + t, b * n_sub + sub]
-                        for r in range(n_rows):
-                            isum[t, r] += np.int32(np.int32(sc[r]) * np.int32(sub_sum[t, r] - x_offset))
-                d_b = d_w[g, b]
-                for t in range(n_t):
-                    scale = d[t0 + t, b]
-                    for r in range(n_rows):
-                        acc[t, r] += scale * d_b[r] * np.float32(isum[t, r])
-            store_group(out, acc, t0, n_t, g)
+        int8_subblocks_group(d_w, sc_w, v_w, qs, d, sums, x_offsets, out, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)

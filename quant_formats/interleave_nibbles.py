@@ -38,6 +38,48 @@ kvalue_quads_dot = quads_dot_intrinsic("kvalue_quads_dot", 4, True, """kvalue_qu
                                         table=_KVALUES + KVALUE_OFFSET, q8_0_x=True)
 
 
+@njit(cache=True, nogil=True)
+def nibble_offsets(d_w, m_w, q_w, offset, qs):
+    """Q4_0's (IQ4_NL's, Q5_0's) offset * sum(q8) per block (none for Q4_1: empty), once
+    per call rather than per row group."""
+    if m_w.shape[0] > 0:
+        return np.empty((qs.shape[0], 0), np.int32)
+    return scaled_block_sums(qs, 32, q8_0_offset() if offset == KVALUE_OFFSET else offset)
+
+
+@njit(cache=True, nogil=True)
+def nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g):
+    """Row group g of nibble_matmul, every token (up to TOKENS per pass)."""
+    n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
+    has_min = m_w.shape[0] > 0
+    acc = np.empty((TOKENS, n_rows), np.float32)
+    isum = np.empty((TOKENS, n_rows), np.int32)
+    d_b, m_b = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
+    for t0 in range(0, n_tokens, TOKENS):
+        n_t = min(TOKENS, n_tokens - t0)
+        acc[:] = 0
+        for b in range(n_blocks):
+            for r in range(n_rows):
+                d_b[r] = f16_to_f32(d_w[g, b, r])
+            if has_min:
+                for r in range(n_rows):
+                    m_b[r] = f16_to_f32(m_w[g, b, r])
+            if offset == KVALUE_OFFSET:
+                kvalue_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+            elif offset == FIVE_BIT_OFFSET:
+                five_bit_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+            else:
+                nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+            if not has_min:
+                add_offset_sums(acc, isum, d_b, d, x_offsets, t0, n_t, b)
+                continue
+            for t in range(n_t):
+                scale, s = d[t0 + t, b], sums[t0 + t, b]
+                for r in range(n_rows):
+                    acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
+        store_group(out, acc, t0, n_t, g)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0, Q4_1 and IQ4_NL on the interleaved layout, the same integer sums
@@ -47,39 +89,9 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     (nibble_quads_dot; kvalue_quads_dot where offset is KVALUE_OFFSET, IQ4_NL's;
     five_bit_quads_dot on [..., 5, 4 * ROWS] where it is FIVE_BIT_OFFSET, Q5_0's).
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
-    n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
-    has_min = m_w.shape[0] > 0
-    # Q4_0's (IQ4_NL's) offset * sum(q8) per block (none for Q4_1), once per call rather than
-    # per row group, outside the parallel region (its own launch would cost more)
-    x_offsets = (np.empty((n_tokens, 0), np.int32) if has_min else scaled_block_sums(
-        qs, 32, q8_0_offset() if offset == KVALUE_OFFSET else offset))
+    x_offsets = nibble_offsets(d_w, m_w, q_w, offset, qs)
     for g in prange(q_w.shape[0]):
-        acc = np.empty((TOKENS, n_rows), np.float32)
-        isum = np.empty((TOKENS, n_rows), np.int32)
-        d_b, m_b = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
-        for t0 in range(0, n_tokens, TOKENS):
-            n_t = min(TOKENS, n_tokens - t0)
-            acc[:] = 0
-            for b in range(n_blocks):
-                for r in range(n_rows):
-                    d_b[r] = f16_to_f32(d_w[g, b, r])
-                if has_min:
-                    for r in range(n_rows):
-                        m_b[r] = f16_to_f32(m_w[g, b, r])
-                if offset == KVALUE_OFFSET:
-                    kvalue_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
-                elif offset == FIVE_BIT_OFFSET:
-                    five_bit_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
-                else:
-                    nibble_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
-                if not has_min:
-                    add_offset_sums(acc, isum, d_b, d, x_offsets, t0, n_t, b)
-                    continue
-                for t in range(n_t):
-                    scale, s = d[t0 + t, b], sums[t0 + t, b]
-                    for r in range(n_rows):
-                        acc[t, r] += d_b[r] * scale * np.float32(isum[t, r]) + m_b[r] * s
-            store_group(out, acc, t0, n_t, g)
+        nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -93,27 +93,39 @@ def pack(w):
 INT8_PREFILL = True
 
 
+@njit(cache=True, nogil=True)
+def packed_offsets(d_w, q_w, qs):
+    """packed_group's x_offsets: q8_0_quads_dot's sums hold 128 * sum(x) (offset binary
+    weights) but with AVX2's sign trick; one pass over the activations per call."""
+    return interleave.scaled_block_sums(qs, 32, interleave.q8_0_offset())
+
+
+@njit(cache=True, nogil=True)
+def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
+    """Row group g of packed_matmul, every token (up to interleave.TOKENS per pass)."""
+    n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
+    acc = np.empty((interleave.TOKENS, n_rows), np.float32)
+    isum = np.empty((interleave.TOKENS, n_rows), np.int32)
+    scale_w = np.empty(n_rows, np.float32)
+    for t0 in range(0, n_tokens, interleave.TOKENS):
+        n_t = min(interleave.TOKENS, n_tokens - t0)
+        acc[:] = 0
+        for b in range(n_blocks):
+            interleave.q8_0_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
+            for r in range(n_rows):
+                scale_w[r] = f16_to_f32(d_w[g, b, r])
+            interleave.add_offset_sums(acc, isum, scale_w, d, x_offsets, t0, n_t, b)
+        interleave.store_group(out, acc, t0, n_t, g)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def packed_matmul(d_w, q_w, qs, d, sums, out):
     """matmul_kernel on the interleaved layout: each block's int32 sums for a group of
     rows and up to interleave.TOKENS tokens at once (the weights loaded once for all),
     then the same float steps in the same order, so results equal matmul_kernel's."""
-    n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
-    # offset binary weights: q8_0_quads_dot's sums hold 128 * sum(x) but with AVX2's sign trick
-    x_offsets = interleave.scaled_block_sums(qs, 32, interleave.q8_0_offset())
+    x_offsets = packed_offsets(d_w, q_w, qs)
     for g in prange(q_w.shape[0]):
-        acc = np.empty((interleave.TOKENS, n_rows), np.float32)
-        isum = np.empty((interleave.TOKENS, n_rows), np.int32)
-        scale_w = np.empty(n_rows, np.float32)
-        for t0 in range(0, n_tokens, interleave.TOKENS):
-            n_t = min(interleave.TOKENS, n_tokens - t0)
-            acc[:] = 0
-            for b in range(n_blocks):
-                interleave.q8_0_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)
-                for r in range(n_rows):
-                    scale_w[r] = f16_to_f32(d_w[g, b, r])
-                interleave.add_offset_sums(acc, isum, scale_w, d, x_offsets, t0, n_t, b)
-            interleave.store_group(out, acc, t0, n_t, g)
+        packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g)
 
 
 @njit(cache=True, nogil=True, parallel=True)

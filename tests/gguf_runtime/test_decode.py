@@ -54,7 +54,17 @@ def test_every_decode_layout_maps_to_its_module_kernel():
         fmt = quant_formats.get(qtype)
         imatrix = np.ones(256, np.float32)  # IQ2_XXS needs one
         packed = quant_formats.pack(quant_formats.quantize(rows, qtype, imatrix), qtype)
-        assert decode.KERNELS[decode.layout_key(packed)] is fmt.packed_matmul, qtype.name
+        kernel, offsets, group = decode.KERNELS[decode.layout_key(packed)]
+        assert kernel is fmt.packed_matmul, qtype.name
+        # the region's parts are the kernel's: one call of each per group, the same output
+        qs, d, sums = quant_formats.get(fmt.VEC_DOT_TYPE).quantize(rows[:3])
+        want = np.full((3, 64), np.nan, np.float32)
+        kernel(*packed, qs, d, sums, want)
+        got = np.full((3, 64), np.nan, np.float32)
+        x_offsets = offsets(*packed, qs)
+        for g in range(packed[0].shape[0]):
+            group(*packed, qs, d, sums, x_offsets, got, g)
+        assert np.array_equal(got, want), qtype.name
         assert fmt.VEC_DOT_TYPE.name in decode.ACT_KINDS
 
 

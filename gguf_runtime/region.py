@@ -1,0 +1,135 @@
+"""One parallel region for many steps: threads claim work items from atomic counters.
+
+Numba's TBB layer opens a task arena for every parallel region, and a short region
+ends before the second thread has joined it (README, "what bounds decode": a 576 x
+576 matmul in cache took 13.5 us with 1 thread and with 2). decode.decode_layer
+runs a layer in one region instead: each of its n_threads iterations walks the
+layer's steps in order, takes the work items of a step (a matmul's row groups,
+attention's heads), does a serial step (norms, RoPE) if it claims it first, and
+waits until a step's items are done before using its output. Each thread first takes
+the items of its own contiguous share in order (a matmul's rows streamed as a static
+split streams them: interleaving groups between threads ran 3-5% slower, measured),
+then what is left of the others' shares.
+
+No deadlock however TBB schedules the iterations: a thread only waits for items
+another thread has claimed and is working on. One thread running every iteration in
+turn claims everything in the first and finds it all done in the others.
+
+A step's counters are a row of `sync` (new_sync: zeroed before the region), each on a
+cache line of its own: finished items, then the claims of each thread's share.
+"""
+import numpy as np
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+# int64s per counter: 64 bytes, so threads spinning on one step's done-count do not
+# slow the claims of another
+_LINE = 8
+
+
+@intrinsic
+def atomic_add(typingctx, array, index, value):
+    """The C-contiguous array's element at flat index += value as one atomic step (sequentially consistent, so writes
+    made before it are seen by a thread that reads the new count); the old value."""
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(a.data, [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+    return types.int64(array, index, value), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, array, index):
+    """The element at flat index, read atomically (acquire: later reads see what preceded its store)."""
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(a.data, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+    return types.int64(array, index), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def claim(sync, step, n_items, part):
+    """The next of step's n_items for the thread of share `part`: from its own share
+    while it lasts, then from the others'; n_items when none is left."""
+    n_parts = sync.shape[1] // _LINE - 1
+    for k in range(n_parts):
+        p = (part + k) % n_parts
+        item = p * n_items // n_parts + atomic_add(sync, step * sync.shape[1] + (1 + p) * _LINE,
+                                                   np.int64(1))
+        if item < (p + 1) * n_items // n_parts:
+            return item
+    return n_items
+
+
+@njit(cache=True, nogil=True, inline="always")
+def finish(sync, step):
+    """One item of step done (its output written)."""
+    atomic_add(sync, step * sync.shape[1], np.int64(1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def wait(sync, step, n_items):
+    """Until n_items of step are done."""
+    while atomic_load(sync, step * sync.shape[1]) < n_items:
+        pass
+
+
+@njit(cache=True, nogil=True)
+def new_sync(n_steps, n_threads):
+    """Zeroed counters for n_steps steps shared by n_threads (an array expression in the
+    parallel function would be a region of its own)."""
+    return np.zeros((n_steps, (1 + n_threads) * _LINE), np.int64)
+
+
+# A tuple of arrays cannot be a parallel loop's argument (Numba's parfors pass only
+# arrays, scalars and tuples of one type). Boxed holds one as a single opaque scalar:
+# its bytes as the tuple's data (memory) form, the form the loop's launch stores
+# (booleans as i8, where a value is i1). Not reference counted: a Boxed must not
+# outlive the value it was made from (decode_layer's arguments, alive for the call).
+
+class Boxed(types.Type):
+    def __init__(self, inner):
+        self.inner = inner
+        super().__init__(name=f"Boxed({inner})")
+
+
+@register_model(Boxed)
+class _BoxedModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, dmm.lookup(fe_type.inner).get_data_type())
+
+
+@intrinsic
+def box(typingctx, value):
+    """value (e.g. a tuple of arrays) as a Boxed, for a parallel loop to use."""
+    def codegen(context, builder, sig, args):
+        return context.data_model_manager[sig.args[0]].as_data(builder, args[0])
+    return Boxed(value)(value), codegen
+
+
+@intrinsic
+def unbox(typingctx, boxed):
+    """The value box() was given, its arrays borrowed: their reference counts left
+    alone (the boxed value outlives the region). Counting them cost more than the
+    layer's serial steps: every thread in and out of the region touched each
+    array's count, ~40 atomic updates of lines the other thread also updates."""
+    def codegen(context, builder, sig, args):
+        value = context.data_model_manager[sig.return_type].from_data(builder, args[0])
+        return _borrowed(context, builder, sig.return_type, value)
+    return boxed.inner(boxed), codegen
+
+
+def _borrowed(context, builder, typ, value):
+    """value with each array's meminfo null (reference counting skips null ones)."""
+    if isinstance(typ, types.Array):
+        array = context.make_array(typ)(context, builder, value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        return array._getvalue()
+    if isinstance(typ, types.BaseTuple):
+        return context.make_tuple(builder, typ, [
+            _borrowed(context, builder, t, builder.extract_value(value, i))
+            for i, t in enumerate(typ)])
+    return value
