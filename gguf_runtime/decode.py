@@ -19,6 +19,7 @@ The matmul kernel is chosen when decode_layer is compiled, from the layout's
 tuple type (row_groups' overload below: dtypes and ranks of its arrays); a model
 whose layers mix formats compiles one specialization per combination, each cached.
 """
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
@@ -140,37 +141,35 @@ def _add_bias_impl(spec):
     return impl
 
 
-# decode_layer's steps (region.py's counters): 0-2 Q, K, V row groups; 3 their
-# outputs (norms, RoPE, the cache); 4 attention; 5 its output; 6 O's row groups;
-# 7 residual and norm; 8-9 gate, up; 10 activation; 11 down
-N_STEPS = 12
+# decode_layer's steps (region.py's counters): 0 the input; 1-3 Q, K, V row groups;
+# 4 their outputs (norms, RoPE, the cache); 5 attention; 6 its output; 7 O's row
+# groups; 8 residual and norm; 9-10 gate, up; 11 activation; 12 down; 13 the output
+N_STEPS = 14
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, pos,
-                 n_threads):
+def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, steps,
+                 pos, n_threads):
     """Transformer._attention_block and _ffn_block for one token at position pos, in
     one parallel region (region.py), the same kernels in the same order on the same
     buffers as the batch path. bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows
     [1, width]; q, k, v are views of one fused output where Q, K, V are fused,
-    likewise gate, up) and positions (int64 [1], set to pos here). mats: specs of Q,
-    K, V, O, gate, up, down. norms: q_norm, k_norm, attn_post, ffn_norm, ffn_post,
-    next_norm (empty where the model has none). attn: n_cells, window, n_head_kv,
-    head_dim, head_dim_v, kq_scale. rope_args: head_dim, n_rot, base, scale, neox.
-    n_threads: the caller's Numba thread count (also the split-KV attention's chunks,
-    as flash_attention.attention)."""
+    likewise gate, up) and positions (int64 [1]). mats: specs of Q, K, V, O, gate, up,
+    down. norms: q_norm, k_norm, attn_post, ffn_norm, ffn_post, next_norm (empty where
+    the model has none). attn: n_cells, window, n_head_kv, head_dim, head_dim_v,
+    kq_scale. rope_args: head_dim, n_rot, base, scale, neox. steps: int64 [1], the
+    address of _layer_steps compiled for this plan (load_steps). n_threads: the
+    caller's Numba thread count (also the split-KV attention's chunks, as
+    flash_attention.attention)."""
+    if steps[0] == 0:
+        raise ValueError("decode_layer: load_steps(plan) first")
     plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale)
-    bufs[10][0] = pos
-    quantize_input(mats[0], bufs[1])
-    quantize_input(mats[1], bufs[1])
-    quantize_input(mats[2], bufs[1])
     sync = region.new_sync(N_STEPS, n_threads)
     partials = _new_partials(bufs[2], attn, n_threads)
     boxed = region.box(plan)
     for part in prange(n_threads):
-        _layer_steps(region.unbox(boxed), pos, n_threads, sync, partials, part)
-    add_bias(mats[6])
-    layers.residual_norm(bufs[0], bufs[6], norms[4], eps, norms[5], bufs[1])
+        region.call_at(steps[0], (region.unbox(boxed), pos, n_threads, sync, partials,
+                                  np.int64(part)))
 
 
 @njit(cache=True, nogil=True)
@@ -180,55 +179,87 @@ def _new_partials(q, attn, n_threads):
     return np.empty((n_heads, n_threads, 2 + head_dim_v), np.float32)
 
 
+def load_steps(plan):
+    """Set plan's `steps` (0 until then) to the address of _layer_steps compiled for
+    it: on the first token decoded, so a run that only prefills never loads it."""
+    plan[-1][0] = region.address_of(_layer_steps, (
+        numba.typeof(plan[:-1]), types.int64, types.int64, types.Array(types.int64, 2, "C"),
+        types.Array(types.float32, 3, "C"), types.int64))
+
+
+@njit(cache=True, nogil=True)
+def _serial(sync, step, part):
+    """Whether this thread does serial step `step` (the first to claim it)."""
+    return region.claim(sync, step, 1, part) == 0
+
+
 @njit(cache=True, nogil=True)
 def _layer_steps(plan, pos, n_threads, sync, partials, part):
-    """One thread's walk through the layer's steps (decode_layer's region)."""
+    """One thread's walk through the layer's steps (decode_layer's region). Called
+    through its address (load_steps), not linked into decode_layer: see
+    region.call_at."""
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
-    row_groups(mats[0], sync, 0, part)
-    row_groups(mats[1], sync, 1, part)
-    row_groups(mats[2], sync, 2, part)
-    wait_groups(mats[0], sync, 0)
-    wait_groups(mats[1], sync, 1)
-    wait_groups(mats[2], sync, 2)
-    if region.claim(sync, 3, 1, part) == 0:
+    if _serial(sync, 0, part):
+        positions[0] = pos
+        quantize_input(mats[0], xb)
+        quantize_input(mats[1], xb)
+        quantize_input(mats[2], xb)
+        region.finish(sync, 0)
+    region.wait(sync, 0, 1)
+    row_groups(mats[0], sync, 1, part)
+    row_groups(mats[1], sync, 2, part)
+    row_groups(mats[2], sync, 3, part)
+    wait_groups(mats[0], sync, 1)
+    wait_groups(mats[1], sync, 2)
+    wait_groups(mats[2], sync, 3)
+    if _serial(sync, 4, part):
         add_bias(mats[0])
         add_bias(mats[1])
         add_bias(mats[2])
         _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_prescale,
                         positions)
-        region.finish(sync, 3)
-    region.wait(sync, 3, 1)
-    split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync, 4,
+        region.finish(sync, 4)
+    region.wait(sync, 4, 1)
+    split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync, 5,
                              part)
-    if region.claim(sync, 5, 1, part) == 0:
+    if _serial(sync, 6, part):
         if split:
             flash_attention.reduce_partials(partials, att)
         quantize_input(mats[3], att)
-        region.finish(sync, 5)
-    region.wait(sync, 5, 1)
-    row_groups(mats[3], sync, 6, part)
-    wait_groups(mats[3], sync, 6)
-    if region.claim(sync, 7, 1, part) == 0:
+        region.finish(sync, 6)
+    region.wait(sync, 6, 1)
+    row_groups(mats[3], sync, 7, part)
+    wait_groups(mats[3], sync, 7)
+    if _serial(sync, 8, part):
         add_bias(mats[3])
         layers.residual_norm(x, proj, norms[2], eps, norms[3], xb)
         quantize_input(mats[4], xb)
         quantize_input(mats[5], xb)
-        region.finish(sync, 7)
-    region.wait(sync, 7, 1)
-    row_groups(mats[4], sync, 8, part)
-    row_groups(mats[5], sync, 9, part)
-    wait_groups(mats[4], sync, 8)
-    wait_groups(mats[5], sync, 9)
-    if region.claim(sync, 10, 1, part) == 0:
+        region.finish(sync, 8)
+    region.wait(sync, 8, 1)
+    _ffn_steps(mats, gate, up, hidden, gelu, sync, part)
+    if _serial(sync, 13, part):  # the region's end waits for it
+        add_bias(mats[6])
+        layers.residual_norm(x, proj, norms[4], eps, norms[5], xb)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ffn_steps(mats, gate, up, hidden, gelu, sync, part):
+    """Steps 9-12: gate and up, the activation, down."""
+    row_groups(mats[4], sync, 9, part)
+    row_groups(mats[5], sync, 10, part)
+    wait_groups(mats[4], sync, 9)
+    wait_groups(mats[5], sync, 10)
+    if _serial(sync, 11, part):
         add_bias(mats[4])
         add_bias(mats[5])
         layers.gated_activation(gate, up, gelu, hidden)
         quantize_input(mats[6], hidden)
-        region.finish(sync, 10)
-    region.wait(sync, 10, 1)
-    row_groups(mats[6], sync, 11, part)
-    wait_groups(mats[6], sync, 11)
+        region.finish(sync, 11)
+    region.wait(sync, 11, 1)
+    row_groups(mats[6], sync, 12, part)
+    wait_groups(mats[6], sync, 12)
 
 
 @njit(cache=True, nogil=True)
@@ -322,4 +353,4 @@ def _layer_plan(tr, il, positions):
     base, scale = tr._rope_params(il)
     rope_args = (cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
     return (bufs, mats, norms, cache.keys, cache.values, attn, rope_args, cfg.norm_eps,
-            cfg.activation == "gelu", np.float32(cfg.q_prescale))
+            cfg.activation == "gelu", np.float32(cfg.q_prescale), np.zeros(1, np.int64))

@@ -133,3 +133,32 @@ def _borrowed(context, builder, typ, value):
             _borrowed(context, builder, t, builder.extract_value(value, i))
             for i, t in enumerate(typ)])
     return value
+
+
+# A region's body calling the per-layer code through its address, not as a linked
+# callee: Numba links a callee's code into each caller and optimizes it again there,
+# and a parallel loop's body sits under four such levels (the body, two wrappers,
+# the function), ~5-8 s of LLVM each for a layer's kernels, per layer type (gemma3:
+# decode compile 65 -> 105 s with the call linked).
+
+@intrinsic
+def call_at(typingctx, address, args):
+    """Call the compiled Numba function at address (returning None; address_of) with
+    the items of the tuple args, in Numba's calling convention."""
+    def codegen(context, builder, sig, llargs):
+        arg_types = list(sig.args[1])
+        values = [builder.extract_value(llargs[1], i) for i in range(len(arg_types))]
+        fn_type = context.call_conv.get_function_type(types.none, arg_types)
+        fn = builder.inttoptr(llargs[0], fn_type.as_pointer())
+        context.call_conv.call_function(builder, fn, types.none, arg_types, values)
+        return context.get_dummy_value()
+    return types.none(address, args), codegen
+
+
+def address_of(dispatcher, arg_types):
+    """The address of dispatcher's machine code for arg_types (compiled, or loaded from
+    Numba's cache, if not yet), for call_at."""
+    arg_types = tuple(arg_types)
+    dispatcher.compile(arg_types)
+    compiled = dispatcher.overloads[arg_types]
+    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)

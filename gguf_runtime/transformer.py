@@ -151,6 +151,8 @@ class Transformer:
         n_threads = numba.get_num_threads()  # the caller's: attention's split follows it
         for il, plan in enumerate(self.decode_plans if n == 1 else self._batch_plans):
             if plan is not None:
+                if not plan[-1][0]:
+                    decode.load_steps(plan)
                 decode.decode_layer(*plan, n_past, n_threads)
                 self.caches[il].length = n_past + 1
                 continue
