@@ -82,17 +82,18 @@ def memory_target(model, n_ctx=4096):
     return (Path(model).stat().st_size + sum(c.nbytes for c in caches)) / 1e6 + 200
 
 
-def gguf_run_cmd(model):
+def gguf_run_cmd(model, n_predict=1):
     code = "import sys, cli; sys.argv = ['gguf-run'] + sys.argv[1:]; cli.run_main()"
-    return [sys.executable, "-c", code, "-m", model, "-p", PROMPT, "-n", "1", "-no-cnv",
-            "-t", "2", "-c", "4096"]
+    return [sys.executable, "-c", code, "-m", model, "-p", PROMPT, "-n", str(n_predict),
+            "-no-cnv", "-t", "2", "-c", "4096"]
 
 
 def compile_time(model):
+    """A first run that decodes too (-n 4: the one-token run compiles no decode path)."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         start = time.perf_counter()
-        subprocess.run(gguf_run_cmd(model), capture_output=True, check=True, env=env)
+        subprocess.run(gguf_run_cmd(model, 4), capture_output=True, check=True, env=env)
         return time.perf_counter() - start
 
 
@@ -177,7 +178,8 @@ def write(rows, kv_rows, args):
              "and peak RSS from one-token runs (`-n 1`, `-c 4096`, own process each, warm "
              "Numba cache, imports included; MB = "
              "10^6 bytes), against the target file + KV cache (gguf-run's, `-c 4096`) + "
-             "200 MB; compile: gguf-run's first run with an empty Numba cache.", "",
+             "200 MB; compile: gguf-run's first run (4 tokens: prefill and decode) with an "
+             "empty Numba cache.", "",
              "| model | file MB | pp512 llama.cpp | pp512 gguf-run | ratio | tg128 llama.cpp "
              "| tg128 gguf-run | ratio | first token s (llama / ours) | peak RSS MB "
              "(llama / ours) | RSS target MB | first-run compile s |",
