@@ -44,8 +44,8 @@ KERNELS = {
                           ik.int8_subblocks_group),  # Q6_K, IQ4_XS, IQ2_XXS
     (U16_3, U16_3, U8_4, "int"): (nibbles.nibble_matmul, nibbles.nibble_offsets,
                                   nibbles.nibble_group),  # Q4_0, Q4_1, Q5_0, IQ4_NL
-    (F32_3, F32_3, U8_4, U8_4, U8_4): (ik.q4_k_matmul, ik.q4_k_offsets, ik.q4_k_group),
-    (F32_3, F32_3, U8_4, U8_4, I8_4): (ik.int8_scale_min_matmul, ik.int8_scale_min_offsets,
+    (F32_3, F32_3, U8_4, U8_4, U8_4): (ik.q4_k_matmul, ik.scale_min_offsets, ik.q4_k_group),
+    (F32_3, F32_3, U8_4, U8_4, I8_4): (ik.int8_scale_min_matmul, ik.scale_min_offsets,
                                        ik.int8_scale_min_group),  # Q5_K
 }
 

@@ -29,10 +29,18 @@ from numba.extending import intrinsic, models, register_model
 _LINE = 8
 
 
+def _is_counters(array):
+    return isinstance(array, types.Array) and array.dtype == types.int64 and array.layout == "C"
+
+
 @intrinsic
 def atomic_add(typingctx, array, index, value):
-    """The C-contiguous array's element at flat index += value as one atomic step (sequentially consistent, so writes
-    made before it are seen by a thread that reads the new count); the old value."""
+    """The int64 C-contiguous array's element at flat index += value (int64) as one
+    atomic step (sequentially consistent, so writes made before it are seen by a
+    thread that reads the new count); the old value."""
+    if not (_is_counters(array) and value == types.int64):
+        return None
+
     def codegen(context, builder, sig, args):
         a = context.make_array(sig.args[0])(context, builder, args[0])
         ptr = builder.gep(a.data, [args[1]])
@@ -42,7 +50,11 @@ def atomic_add(typingctx, array, index, value):
 
 @intrinsic
 def atomic_load(typingctx, array, index):
-    """The element at flat index, read atomically (acquire: later reads see what preceded its store)."""
+    """The element at flat index, read atomically (acquire: later reads see what
+    preceded its store)."""
+    if not _is_counters(array):
+        return None
+
     def codegen(context, builder, sig, args):
         a = context.make_array(sig.args[0])(context, builder, args[0])
         ptr = builder.gep(a.data, [args[1]])

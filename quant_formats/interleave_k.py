@@ -57,8 +57,9 @@ def _sub_scale_min(d_w, dmin_w, sc_w, mn_w, g, b, sub, scale, minimum):
 
 
 @njit(cache=True, nogil=True)
-def q4_k_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs):
-    """None needed (Q4_K's minimums use Q8_K's block sums): empty, for the common form."""
+def scale_min_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs):
+    """The Q4_K and Q5_K kernels' x_offsets: none (their minimums use Q8_K's block sums),
+    empty, for the form the other kernels share."""
     return np.empty((qs.shape[0], 0), np.int32)
 
 
@@ -99,7 +100,7 @@ def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
     8, ROWS] (the 6-bit scales and mins); q_w uint8 [groups, blocks, 128, ROWS], byte
     32c + l holding weights 64c + l (low nibble) and 64c + 32 + l (high).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums))."""
-    x_offsets = q4_k_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs)
+    x_offsets = scale_min_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs)
     for g in prange(q_w.shape[0]):
         q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g)
 
@@ -122,12 +123,6 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
                     dst = out_t[b * 256 + 32 * sub + j, i * n_rows:(i + 1) * n_rows]
                     for r in range(n_rows):
                         dst[r] = scale[r] * np.float32(np.int32((q[r] >> shift) & 15)) - minimum[r]
-
-
-@njit(cache=True, nogil=True)
-def int8_scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs):
-    """None needed (the minimums use Q8_K's block sums): empty, for the common form."""
-    return np.empty((qs.shape[0], 0), np.int32)
 
 
 @njit(cache=True, nogil=True)
@@ -160,7 +155,7 @@ def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
     levels 0..31, unpacked at load: v_w int8 [groups, blocks, 256, ROWS], weight order).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums)), the sums
     exact in int32 as ggml_vec_dot_q5_K_q8_K's."""
-    x_offsets = int8_scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs)
+    x_offsets = scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs)
     for g in prange(v_w.shape[0]):
         int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out, g)
 
