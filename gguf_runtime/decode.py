@@ -165,18 +165,11 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
         raise ValueError("decode_layer: load_steps(plan) first")
     plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale)
     sync = region.new_sync(N_STEPS, n_threads)
-    partials = _new_partials(bufs[2], attn, n_threads)
+    partials = flash_attention.new_partials(bufs[2].shape[1] // attn[3], n_threads, attn[4])
     boxed = region.box(plan)
     for part in prange(n_threads):
         region.call_at(steps[0], (region.unbox(boxed), pos, n_threads, sync, partials,
                                   np.int64(part)))
-
-
-@njit(cache=True, nogil=True)
-def _new_partials(q, attn, n_threads):
-    """The split-KV attention's chunk results (flash_attention.attend_kv_chunk)."""
-    n_heads, head_dim_v = q.shape[1] // attn[3], attn[4]
-    return np.empty((n_heads, n_threads, 2 + head_dim_v), np.float32)
 
 
 def load_steps(plan):
@@ -286,8 +279,8 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync,
     n_heads = q.shape[1] // head_dim
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
     v_heads = values.reshape(values.shape[0], n_head_kv, head_dim_v)
-    n_view = flash_attention.kv_view(pos, n_cells)
-    split = n_view >= flash_attention.SPLIT_KV_MIN
+    n_view = flash_attention.split_kv_view(pos, 1, n_cells)
+    split = n_view > 0
     n_items = n_head_kv * n_threads if split else n_heads
     i = region.claim(sync, step, n_items, part)
     while i < n_items:

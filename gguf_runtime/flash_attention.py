@@ -186,8 +186,8 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
     512+; its chunks follow its thread count, so do ours: numba.get_num_threads()
     of the caller, passed in: called here it would keep Numba from caching)."""
     n_tokens = q.shape[0]
-    n_view = kv_view(pos0, n_cells) if n_tokens == 1 else 0
-    if n_view >= SPLIT_KV_MIN:
+    n_view = split_kv_view(pos0, n_tokens, n_cells)
+    if n_view:
         attention_split_kv(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
                            head_dim_v, kq_scale, n_view, n_threads, out)
         return
@@ -266,6 +266,20 @@ def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view,
         partials[h, ci, 2:] = acc[g]
 
 
+@njit(cache=True, nogil=True)
+def split_kv_view(pos, n_tokens, n_cells):
+    """The cells a batch at pos views where it takes the split-KV path (one token over
+    SPLIT_KV_MIN+ cells of kv_view), else 0 (attention's choice, and decode's)."""
+    n_view = kv_view(pos, n_cells) if n_tokens == 1 else 0
+    return n_view if n_view >= SPLIT_KV_MIN else 0
+
+
+@njit(cache=True, nogil=True)
+def new_partials(n_heads, n_chunks, head_dim_v):
+    """attend_kv_chunk's output: (M, S, V) per head and chunk."""
+    return np.empty((n_heads, n_chunks, 2 + head_dim_v), np.float32)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, head_dim_k,
                        head_dim_v, kq_scale, n_view, n_chunks, out):
@@ -277,7 +291,7 @@ def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, he
     our row position % n_cells; masked if unused or outside the window."""
     k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
     v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
-    partials = np.empty((q.shape[1] // head_dim_k, n_chunks, 2 + head_dim_v), np.float32)
+    partials = new_partials(q.shape[1] // head_dim_k, n_chunks, head_dim_v)
     for i in prange(n_kv_heads * n_chunks):
         attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks,
                         i, partials)

@@ -29,6 +29,12 @@ from numba.extending import intrinsic, models, register_model
 _LINE = 8
 
 
+def _element_ptr(context, builder, sig, args):
+    """Pointer to the array args[0]'s element at flat index args[1]."""
+    array = context.make_array(sig.args[0])(context, builder, args[0])
+    return builder.gep(array.data, [args[1]])
+
+
 def _is_counters(array):
     return isinstance(array, types.Array) and array.dtype == types.int64 and array.layout == "C"
 
@@ -42,8 +48,7 @@ def atomic_add(typingctx, array, index, value):
         return None
 
     def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(a.data, [args[1]])
+        ptr = _element_ptr(context, builder, sig, args)
         return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
     return types.int64(array, index, value), codegen
 
@@ -56,8 +61,7 @@ def atomic_load(typingctx, array, index):
         return None
 
     def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(a.data, [args[1]])
+        ptr = _element_ptr(context, builder, sig, args)
         return builder.load_atomic(ptr, "acquire", 8)
     return types.int64(array, index), codegen
 
