@@ -131,3 +131,22 @@ def test_observers_see_one_token_forwards(wide_f32, tmp_path):
             tr.forward(np.array([5], np.int32), 0)
         assert tr.decode_plans is plans and None not in plans
     assert len(seen) == 2 * 7 and ("blk.1.ffn_down.weight", 1) in seen
+
+
+def test_decode_past_256_positions_takes_the_split_kv_path_as_the_batch_path(wide_f32,
+                                                                             tmp_path):
+    """At position 300 of a 512 cache one token's attention is split into chunks
+    (flash_attention.split_kv_view): the region's chunks and reduction give the batch
+    path's logits."""
+    from gguf_runtime.flash_attention import split_kv_view
+    assert split_kv_view(300, 1, 512) and not split_kv_view(200, 1, 512)
+    path = tmp_path / "q4_0.gguf"
+    quantize_model(wide_f32["llama"], path, "Q4_0", Options("Q4_0"), quiet=True)
+    ids = np.random.default_rng(5).integers(0, 128, 304).astype(np.int32)
+    with GGUFFile(path) as f:
+        tr = Transformer(f, n_ctx=512, n_batch=512)
+        fast = _run(tr, ids, 300)
+        tr.decode_plans = [None] * len(tr.decode_plans)
+        batch = _run(tr, ids, 300)
+    assert np.isfinite(fast).all()
+    assert np.array_equal(fast, batch)
