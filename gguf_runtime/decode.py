@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from quant_formats import interleave_k as ik, interleave_nibbles as nibbles, q8_0, q8_1, q8_k
+from quant_formats import interleave_k as ik, interleave_nibbles as nibbles, launch, q8_0, q8_1, q8_k
 
 from . import flash_attention, layers, region
 
@@ -166,16 +166,16 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
     plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale)
     sync = region.new_sync(N_STEPS, n_threads)
     partials = flash_attention.new_partials(bufs[2].shape[1] // attn[3], n_threads, attn[4])
-    boxed = region.box(plan)
+    boxed = launch.box(plan)
     for part in prange(n_threads):
-        region.call_at(steps[0], (region.unbox(boxed), pos, n_threads, sync, partials,
+        launch.call_at(steps[0], (launch.unbox(boxed), pos, n_threads, sync, partials,
                                   np.int64(part)))
 
 
 def load_steps(plan):
     """Set plan's `steps` (0 until then) to the address of _layer_steps compiled for
     it: on the first token decoded, so a run that only prefills never loads it."""
-    plan[-1][0] = region.address_of(_layer_steps, (
+    plan[-1][0] = launch.address_of(_layer_steps, (
         numba.typeof(plan[:-1]), types.int64, types.int64, types.Array(types.int64, 2, "C"),
         types.Array(types.float32, 3, "C"), types.int64))
 
@@ -190,7 +190,7 @@ def _serial(sync, step, part):
 def _layer_steps(plan, pos, n_threads, sync, partials, part):
     """One thread's walk through the layer's steps (decode_layer's region). Called
     through its address (load_steps), not linked into decode_layer: see
-    region.call_at."""
+    launch.call_at."""
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     if _serial(sync, 0, part):
@@ -286,10 +286,10 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync,
     while i < n_items:
         if split:
             flash_attention.attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window,
-                                            kq_scale, n_view, n_threads, i, partials)
+                                            kq_scale, n_view, n_threads, partials, i)
         else:
             flash_attention.attend_query_head(q, k_heads, v_heads, pos, n_cells, window,
-                                              n_heads // n_head_kv, kq_scale, True, i, att)
+                                              n_heads // n_head_kv, kq_scale, True, att, i)
         region.finish(sync, step)
         i = region.claim(sync, step, n_items, part)
     region.wait(sync, step, n_items)

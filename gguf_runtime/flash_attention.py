@@ -6,11 +6,12 @@ over a view of 512+ cells. layers.attention_blas is the f32 tiled path of batche
 
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+from quant_formats import launch
 from quant_formats.common import f16_round, is_c_array
 from quant_formats.simd import target_has
 
@@ -137,7 +138,7 @@ def add_value_f16(acc, vrow, ms, vs):
 
 @njit(cache=True, nogil=True)
 def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scale,
-                      half_precision, i, out):
+                      half_precision, out, i):
     """attention's work item i: query row i // n_heads, head i % n_heads, over k_heads,
     v_heads [cells, n_kv_heads, head_dim] into out."""
     head_dim_k, head_dim_v = k_heads.shape[2], v_heads.shape[2]
@@ -173,7 +174,6 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
         out[t, h * head_dim_v + j] = acc[j] * inv
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
               kq_scale, n_threads, out):
     """Causal attention of every query row (positions pos0..) and head over the
@@ -183,24 +183,24 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
     online softmax, V accumulated in f16; large ones its tiled path, all f32. One
     query over a view of SPLIT_KV_MIN+ cells takes the split-KV path, one chunk of
     cells for each of n_threads (llama.cpp decoding past position 255 of a cache of
-    512+; its chunks follow its thread count, so do ours: numba.get_num_threads()
-    of the caller, passed in: called here it would keep Numba from caching)."""
+    512+; its chunks follow its thread count, so do ours). One parallel loop over
+    the (query, head) items (launch.run_items)."""
     n_tokens = q.shape[0]
-    n_view = split_kv_view(pos0, n_tokens, n_cells)
-    if n_view:
-        attention_split_kv(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k,
-                           head_dim_v, kq_scale, n_view, n_threads, out)
-        return
-    n_heads = q.shape[1] // head_dim_k
-    group = n_heads // n_kv_heads
-    half_precision = n_tokens < FA_TILE_Q
     # rows per KV head as C-contiguous views: k_cache[c, a:b] is typed as a strided
     # ('A') array, whose dot product did not vectorize (4x slower, measured)
     k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
     v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
-    for i in prange(n_tokens * n_heads):
-        attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scale,
-                          half_precision, i, out)
+    n_view = split_kv_view(pos0, n_tokens, n_cells)
+    if n_view:
+        partials = new_partials(q.shape[1] // head_dim_k, n_threads, head_dim_v)
+        launch.run_items(attend_kv_chunk, (q, k_heads, v_heads, pos0, n_cells, window, kq_scale,
+                                           n_view, n_threads, partials), n_kv_heads * n_threads)
+        reduce_partials(partials, out)
+        return
+    n_heads = q.shape[1] // head_dim_k
+    launch.run_items(attend_query_head, (q, k_heads, v_heads, pos0, n_cells, window,
+                                         n_heads // n_kv_heads, kq_scale,
+                                         n_tokens < FA_TILE_Q, out), n_tokens * n_heads)
 
 
 # ggml-cpu/ops.cpp ggml_compute_forward_flash_attn_ext_f16: one query row over a K/V
@@ -229,10 +229,15 @@ def kv_view(pos, n_cells):
 
 
 @njit(cache=True, nogil=True)
-def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks, i,
-                    partials):
-    """attention_split_kv's work item i: KV head i // n_chunks over chunk i % n_chunks of
-    the cells, its query heads' (M, S, V) into partials [n_heads, n_chunks, 2 + head_dim_v].
+def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks,
+                    partials, i):
+    """The split-KV path's work item i (one query at position pos over cells 0..n_view-1
+    in n_chunks chunks of cells, as ggml's: each chunk runs the one-chunk online softmax,
+    Q and the V accumulator in f16, over its unmasked cells in cell order; then
+    reduce_partials): KV head i // n_chunks over chunk i % n_chunks of the cells (cell
+    c of llama.cpp's cache (llama_cells) holds the latest position <= pos congruent to
+    c, found in our row position % n_cells; masked if unused or outside the window), its
+    query heads' (M, S, V) into partials [n_heads, n_chunks, 2 + head_dim_v].
     A KV head's query heads together: one pass over its rows, and their f16 accumulators'
     updates (a chain of dependent rounding steps per position, latency-bound one head at a
     time) overlap (per pair 55 -> ~35 ns, measured)."""
@@ -278,24 +283,6 @@ def split_kv_view(pos, n_tokens, n_cells):
 def new_partials(n_heads, n_chunks, head_dim_v):
     """attend_kv_chunk's output: (M, S, V) per head and chunk."""
     return np.empty((n_heads, n_chunks, 2 + head_dim_v), np.float32)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def attention_split_kv(q, k_cache, v_cache, pos, n_cells, window, n_kv_heads, head_dim_k,
-                       head_dim_v, kq_scale, n_view, n_chunks, out):
-    """One query (position pos) over cells 0..n_view-1 in n_chunks chunks of cells,
-    as ggml's split-KV path: each chunk runs the one-chunk online softmax (Q and the
-    V accumulator in f16) over its unmasked cells in cell order; the chunks' (M, S,
-    V) are then combined in chunk order in f32. Cells are llama.cpp's: cell c of its
-    cache (llama_cells) holds the latest position <= pos congruent to c, found in
-    our row position % n_cells; masked if unused or outside the window."""
-    k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
-    v_heads = v_cache.reshape(v_cache.shape[0], n_kv_heads, head_dim_v)
-    partials = new_partials(q.shape[1] // head_dim_k, n_chunks, head_dim_v)
-    for i in prange(n_kv_heads * n_chunks):
-        attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks,
-                        i, partials)
-    reduce_partials(partials, out)
 
 
 @njit(cache=True, nogil=True)

@@ -20,8 +20,7 @@ cache line of its own: finished items, then the claims of each thread's share.
 """
 import numpy as np
 from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic
 
 
 # int64s per counter: 64 bytes, so threads spinning on one step's done-count do not
@@ -98,83 +97,3 @@ def new_sync(n_steps, n_threads):
     """Zeroed counters for n_steps steps shared by n_threads (an array expression in the
     parallel function would be a region of its own)."""
     return np.zeros((n_steps, (1 + n_threads) * _LINE), np.int64)
-
-
-# A tuple of arrays cannot be a parallel loop's argument (Numba's parfors pass only
-# arrays, scalars and tuples of one type). Boxed holds one as a single opaque scalar:
-# its bytes as the tuple's data (memory) form, the form the loop's launch stores
-# (booleans as i8, where a value is i1). Not reference counted: a Boxed must not
-# outlive the value it was made from (decode_layer's arguments, alive for the call).
-
-class Boxed(types.Type):
-    def __init__(self, inner):
-        self.inner = inner
-        super().__init__(name=f"Boxed({inner})")
-
-
-@register_model(Boxed)
-class _BoxedModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, dmm.lookup(fe_type.inner).get_data_type())
-
-
-@intrinsic
-def box(typingctx, value):
-    """value (e.g. a tuple of arrays) as a Boxed, for a parallel loop to use."""
-    def codegen(context, builder, sig, args):
-        return context.data_model_manager[sig.args[0]].as_data(builder, args[0])
-    return Boxed(value)(value), codegen
-
-
-@intrinsic
-def unbox(typingctx, boxed):
-    """The value box() was given, its arrays borrowed: their reference counts left
-    alone (the boxed value outlives the region). Counting them cost more than the
-    layer's serial steps: every thread in and out of the region touched each
-    array's count, ~40 atomic updates of lines the other thread also updates."""
-    def codegen(context, builder, sig, args):
-        value = context.data_model_manager[sig.return_type].from_data(builder, args[0])
-        return _borrowed(context, builder, sig.return_type, value)
-    return boxed.inner(boxed), codegen
-
-
-def _borrowed(context, builder, typ, value):
-    """value with each array's meminfo null (reference counting skips null ones)."""
-    if isinstance(typ, types.Array):
-        array = context.make_array(typ)(context, builder, value)
-        array.meminfo = cgutils.get_null_value(array.meminfo.type)
-        return array._getvalue()
-    if isinstance(typ, types.BaseTuple):
-        return context.make_tuple(builder, typ, [
-            _borrowed(context, builder, t, builder.extract_value(value, i))
-            for i, t in enumerate(typ)])
-    return value
-
-
-# A region's body calling the per-layer code through its address, not as a linked
-# callee: Numba links a callee's code into each caller and optimizes it again there,
-# and a parallel loop's body sits under four such levels (the body, two wrappers,
-# the function), ~5-8 s of LLVM each for a layer's kernels, per layer type (gemma3:
-# decode compile 65 -> 105 s with the call linked).
-
-@intrinsic
-def call_at(typingctx, address, args):
-    """Call the compiled Numba function at address (returning None; address_of) with
-    the items of the tuple args, in Numba's calling convention."""
-    def codegen(context, builder, sig, llargs):
-        arg_types = list(sig.args[1])
-        values = [builder.extract_value(llargs[1], i) for i in range(len(arg_types))]
-        fn_type = context.call_conv.get_function_type(types.none, arg_types)
-        fn = builder.inttoptr(llargs[0], fn_type.as_pointer())
-        context.call_conv.call_function(builder, fn, types.none, arg_types, values)
-        return context.get_dummy_value()
-    return types.none(address, args), codegen
-
-
-def address_of(dispatcher, arg_types):
-    """The address of dispatcher's machine code for arg_types (compiled, or loaded from
-    Numba's cache, if not yet), for call_at."""
-    arg_types = tuple(arg_types)
-    dispatcher.compile(arg_types)
-    compiled = dispatcher.overloads[arg_types]
-    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)

@@ -12,7 +12,7 @@ interleave.quads_dot, VNNI where the CPU has it, fast enough for batches too.
 import numpy as np
 from numba import njit, prange
 
-from . import interleave
+from . import interleave, launch
 from .interleave import (TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16,
                          scaled_block_sums, store_group)
 from .kquant_common import scale_min_k4_reference
@@ -94,15 +94,14 @@ def q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g):
             out[t, g * n_rows + r] = acc[r]
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def q4_k_matmul(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, out):
     """Q4_K: d_w, dmin_w f32 [groups, blocks, ROWS]; sc_w, mn_w uint8 [groups, blocks,
     8, ROWS] (the 6-bit scales and mins); q_w uint8 [groups, blocks, 128, ROWS], byte
     32c + l holding weights 64c + l (low nibble) and 64c + 32 + l (high).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums))."""
     x_offsets = scale_min_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs)
-    for g in prange(q_w.shape[0]):
-        q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g)
+    launch.run_items(q4_k_group, (d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out),
+                     q_w.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -149,15 +148,14 @@ def int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, o
             out[t, g * n_rows + r] = acc[r]
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def int8_scale_min_matmul(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, out):
     """Q5_K: q4_k_matmul's scales, mins and float steps over int8 values (the 5-bit
     levels 0..31, unpacked at load: v_w int8 [groups, blocks, 256, ROWS], weight order).
     Per block d_x * (d * sum(sc * sum(q * q8)) - dmin * sum(m * bsums)), the sums
     exact in int32 as ggml_vec_dot_q5_K_q8_K's."""
     x_offsets = scale_min_offsets(d_w, dmin_w, sc_w, mn_w, v_w, qs)
-    for g in prange(v_w.shape[0]):
-        int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out, g)
+    launch.run_items(int8_scale_min_group,
+                     (d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out), v_w.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -217,7 +215,6 @@ def int8_subblocks_group(d_w, sc_w, v_w, qs, d, sums, x_offsets, out, g):
         store_group(out, acc, t0, n_t, g)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     """Blocks held as int8 values with one int8 scale per sub-block (Q6_K: q - 32 and
     a scale per 16; IQ4_XS: kvalues and ls - 32 per 32; IQ2_XXS): d_w f32 [groups,
@@ -226,8 +223,8 @@ def int8_subblocks_matmul(d_w, sc_w, v_w, qs, d, sums, out):
     Per block d_x * d * sum(sc * sum(v * q8)), the sums in int32 (|v| <= 128); up to
     TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     x_offsets = int8_subblocks_offsets(d_w, sc_w, v_w, qs)
-    for g in prange(v_w.shape[0]):
-        int8_subblocks_group(d_w, sc_w, v_w, qs, d, sums, x_offsets, out, g)
+    launch.run_items(int8_subblocks_group, (d_w, sc_w, v_w, qs, d, sums, x_offsets, out),
+                     v_w.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)

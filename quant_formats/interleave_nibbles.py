@@ -9,6 +9,7 @@ the Q8_0 layout of int8 values read 34 (measured in the commits that made each).
 import numpy as np
 from numba import njit, prange
 
+from . import launch
 from .common import F16_TO_F32, f16_to_f32
 from .interleave import (ROWS, TOKENS, add_offset_sums, n_groups, pack_byte_quads, pack_f16_bits,
                          q8_0_offset, quads_dot_intrinsic, scaled_block_sums, store_group)
@@ -80,7 +81,6 @@ def nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g):
         store_group(out, acc, t0, n_t, g)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     """matmul of Q4_0, Q4_1 and IQ4_NL on the interleaved layout, the same integer sums
     and float steps as their matmul_kernel: per block d_w * d_x * (sum(q * q8) - offset
@@ -90,8 +90,8 @@ def nibble_matmul(d_w, m_w, q_w, offset, qs, d, sums, out):
     five_bit_quads_dot on [..., 5, 4 * ROWS] where it is FIVE_BIT_OFFSET, Q5_0's).
     Up to TOKENS tokens per pass over a group's weights, as q8_0.packed_matmul."""
     x_offsets = nibble_offsets(d_w, m_w, q_w, offset, qs)
-    for g in prange(q_w.shape[0]):
-        nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g)
+    launch.run_items(nibble_group, (d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out),
+                     q_w.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -13,7 +13,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from . import interleave
+from . import interleave, launch
 from .common import ROWS_PER_TASK, as_int8, f16_at, f16_to_f32, spread_activations, to_f16
 from .quantize_common import c_int, round_away, store_f16
 
@@ -118,14 +118,12 @@ def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
         interleave.store_group(out, acc, t0, n_t, g)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def packed_matmul(d_w, q_w, qs, d, sums, out):
     """matmul_kernel on the interleaved layout: each block's int32 sums for a group of
     rows and up to interleave.TOKENS tokens at once (the weights loaded once for all),
     then the same float steps in the same order, so results equal matmul_kernel's."""
     x_offsets = packed_offsets(d_w, q_w, qs)
-    for g in prange(q_w.shape[0]):
-        packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g)
+    launch.run_items(packed_group, (d_w, q_w, qs, d, sums, x_offsets, out), q_w.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)

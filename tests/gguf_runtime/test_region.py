@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from gguf_runtime import region
+from quant_formats import launch
 
 N_ITEMS = 1000
 
@@ -33,9 +34,9 @@ def _walk(sync, part, taken, order, out):
 @njit(cache=True, nogil=True, parallel=True)
 def _run(n_threads, taken, order, out, flags):
     sync = region.new_sync(2, n_threads)
-    boxed = region.box((taken, order, out, flags))
+    boxed = launch.box((taken, order, out, flags))
     for part in prange(n_threads):
-        taken_b, order_b, out_b, flags_b = region.unbox(boxed)
+        taken_b, order_b, out_b, flags_b = launch.unbox(boxed)
         if flags_b[1]:
             _walk(sync, part, taken_b, order_b, out_b)
 
@@ -91,15 +92,15 @@ def _store_part(arrays, part):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _run_at(address, n_threads, out, scale):
-    boxed = region.box((out, scale))
+    boxed = launch.box((out, scale))
     for part in prange(n_threads):
-        region.call_at(address, (region.unbox(boxed), np.int64(part)))
+        launch.call_at(address, (launch.unbox(boxed), np.int64(part)))
 
 
 def test_call_at_runs_the_function_compiled_for_the_types():
     out = np.zeros(4, np.float32)
     arg_types = (numba.typeof((out, np.float32(1.5))), numba.types.int64)
-    address = region.address_of(_store_part, arg_types)
-    assert address == region.address_of(_store_part, arg_types)  # compiled once
+    address = launch.address_of(_store_part, arg_types)
+    assert address == launch.address_of(_store_part, arg_types)  # compiled once
     _run_at(address, 4, out, np.float32(1.5))
     assert out.tolist() == [1.5, 3.0, 4.5, 6.0]
