@@ -79,9 +79,10 @@ def quantize_input(spec, x):
     """x into the spec's activation arrays (before its row groups run)."""
 
 
-def row_groups(spec, sync, step, part):
+def row_groups(spec, address, sync, step, part):
     """Claim and compute the spec's row groups until none is left (step's counters;
-    part: the thread's share, region.claim)."""
+    part: the thread's share, region.claim), calling its format's group function at
+    address (load_steps)."""
 
 
 def wait_groups(spec, sync, step):
@@ -103,12 +104,12 @@ def _quantize_input_impl(spec, x):
 
 
 @overload(row_groups)
-def _row_groups_impl(spec, sync, step, part):
+def _row_groups_impl(spec, address, sync, step, part):
     if isinstance(spec, types.NoneType):
-        return lambda spec, sync, step, part: None
-    _, offsets, group = KERNELS[_numba_layout_key(spec.types[0])]
+        return lambda spec, address, sync, step, part: None
+    offsets = KERNELS[_numba_layout_key(spec.types[0])][1]
 
-    def impl(spec, sync, step, part):
+    def impl(spec, address, sync, step, part):
         packed, kind, qs, d, sums, bias, out = spec
         n_groups = packed[0].shape[0]
         g = region.claim(sync, step, n_groups, part)
@@ -116,7 +117,7 @@ def _row_groups_impl(spec, sync, step, part):
             return
         x_offsets = offsets(*packed, qs)  # each thread its own: no wait for a shared one
         while g < n_groups:
-            group(*packed, qs, d, sums, x_offsets, out, g)
+            launch.call_at(address, packed + (qs, d, sums, x_offsets, out, g))
             region.finish(sync, step)
             g = region.claim(sync, step, n_groups, part)
     return impl
@@ -146,10 +147,17 @@ def _add_bias_impl(spec):
 # groups; 8 residual and norm; 9-10 gate, up; 11 activation; 12 down; 13 the output
 N_STEPS = 14
 
+# The plan's `addresses` (load_steps): _layer_steps', then each matrix's group function
+# (mats' order, 0 for None), then attention's two item functions. Called through their
+# addresses, not linked: Numba optimizes a linked callee's code again in each caller
+# (quant_formats/launch.py), and each layer type compiles its own _layer_steps.
+STEPS, MATS, ATTEND_HEAD, ATTEND_CHUNK = 0, 1, 8, 9
+N_ADDRESSES = 10
+
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, steps,
-                 pos, n_threads):
+def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale,
+                 addresses, pos, n_threads):
     """Transformer._attention_block and _ffn_block for one token at position pos, in
     one parallel region (region.py), the same kernels in the same order on the same
     buffers as the batch path. bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows
@@ -157,27 +165,46 @@ def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_
     likewise gate, up) and positions (int64 [1]). mats: specs of Q, K, V, O, gate, up,
     down. norms: q_norm, k_norm, attn_post, ffn_norm, ffn_post, next_norm (empty where
     the model has none). attn: n_cells, window, n_head_kv, head_dim, head_dim_v,
-    kq_scale. rope_args: head_dim, n_rot, base, scale, neox. steps: int64 [1], the
-    address of _layer_steps compiled for this plan (load_steps). n_threads: the
+    kq_scale. rope_args: head_dim, n_rot, base, scale, neox. addresses: int64
+    [N_ADDRESSES], the functions the region calls (load_steps). n_threads: the
     caller's Numba thread count (also the split-KV attention's chunks, as
     flash_attention.attention)."""
-    if steps[0] == 0:
+    if addresses[STEPS] == 0:
         raise ValueError("decode_layer: load_steps(plan) first")
-    plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale)
+    plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses)
     sync = region.new_sync(N_STEPS, n_threads)
     partials = flash_attention.new_partials(bufs[2].shape[1] // attn[3], n_threads, attn[4])
     boxed = launch.box(plan)
     for part in prange(n_threads):
-        launch.call_at(steps[0], (launch.unbox(boxed), pos, n_threads, sync, partials,
+        launch.call_at(addresses[STEPS], (launch.unbox(boxed), pos, n_threads, sync, partials,
                                   np.int64(part)))
 
 
 def load_steps(plan):
-    """Set plan's `steps` (0 until then) to the address of _layer_steps compiled for
-    it: on the first token decoded, so a run that only prefills never loads it."""
-    plan[-1][0] = launch.address_of(_layer_steps, (
-        numba.typeof(plan[:-1]), types.int64, types.int64, types.Array(types.int64, 2, "C"),
-        types.Array(types.float32, 3, "C"), types.int64))
+    """Fill plan's `addresses` (0 until then) with the functions its region calls,
+    compiled for the plan's types (or loaded from Numba's cache): on the first token
+    decoded, so a run that only prefills never loads them. Each function's arguments
+    here are those _layer_steps passes it, so the types are the ones it calls with."""
+    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
+    for slot, spec in enumerate(mats, MATS):
+        if spec is not None:
+            packed, kind, qs, d, sums, bias, out = spec
+            _, offsets, group = KERNELS[layout_key(packed)]
+            addresses[slot] = launch.address_for(
+                group, packed + (qs, d, sums, offsets(*packed, qs), out))
+    q, att = bufs[2], bufs[5]
+    n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
+    k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
+    v_heads = values.reshape(values.shape[0], n_head_kv, head_dim_v)
+    partials = flash_attention.new_partials(1, 1, head_dim_v)
+    group = q.shape[1] // head_dim // n_head_kv
+    addresses[ATTEND_HEAD] = launch.address_for(flash_attention.attend_query_head, (
+        q, k_heads, v_heads, 0, n_cells, window, group, kq_scale, True, att))
+    addresses[ATTEND_CHUNK] = launch.address_for(flash_attention.attend_kv_chunk, (
+        q, k_heads, v_heads, 0, n_cells, window, kq_scale, 0, 0, partials))
+    addresses[STEPS] = launch.address_of(_layer_steps, (
+        numba.typeof(plan), types.int64, types.int64, types.Array(types.int64, 2, "C"),
+        numba.typeof(partials), types.int64))
 
 
 @njit(cache=True, nogil=True)
@@ -191,7 +218,7 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
     """One thread's walk through the layer's steps (decode_layer's region). Called
     through its address (load_steps), not linked into decode_layer: see
     launch.call_at."""
-    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale = plan
+    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     if _serial(sync, 0, part):
         positions[0] = pos
@@ -200,9 +227,9 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
         quantize_input(mats[2], xb)
         region.finish(sync, 0)
     region.wait(sync, 0, 1)
-    row_groups(mats[0], sync, 1, part)
-    row_groups(mats[1], sync, 2, part)
-    row_groups(mats[2], sync, 3, part)
+    row_groups(mats[0], addresses[MATS + 0], sync, 1, part)
+    row_groups(mats[1], addresses[MATS + 1], sync, 2, part)
+    row_groups(mats[2], addresses[MATS + 2], sync, 3, part)
     wait_groups(mats[0], sync, 1)
     wait_groups(mats[1], sync, 2)
     wait_groups(mats[2], sync, 3)
@@ -214,15 +241,15 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
                         positions)
         region.finish(sync, 4)
     region.wait(sync, 4, 1)
-    split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync, 5,
-                             part)
+    split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses,
+                             sync, 5, part)
     if _serial(sync, 6, part):
         if split:
             flash_attention.reduce_partials(partials, att)
         quantize_input(mats[3], att)
         region.finish(sync, 6)
     region.wait(sync, 6, 1)
-    row_groups(mats[3], sync, 7, part)
+    row_groups(mats[3], addresses[MATS + 3], sync, 7, part)
     wait_groups(mats[3], sync, 7)
     if _serial(sync, 8, part):
         add_bias(mats[3])
@@ -231,17 +258,17 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
         quantize_input(mats[5], xb)
         region.finish(sync, 8)
     region.wait(sync, 8, 1)
-    _ffn_steps(mats, gate, up, hidden, gelu, sync, part)
+    _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
     if _serial(sync, 13, part):  # the region's end waits for it
         add_bias(mats[6])
         layers.residual_norm(x, proj, norms[4], eps, norms[5], xb)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _ffn_steps(mats, gate, up, hidden, gelu, sync, part):
+def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
     """Steps 9-12: gate and up, the activation, down."""
-    row_groups(mats[4], sync, 9, part)
-    row_groups(mats[5], sync, 10, part)
+    row_groups(mats[4], addresses[MATS + 4], sync, 9, part)
+    row_groups(mats[5], addresses[MATS + 5], sync, 10, part)
     wait_groups(mats[4], sync, 9)
     wait_groups(mats[5], sync, 10)
     if _serial(sync, 11, part):
@@ -251,7 +278,7 @@ def _ffn_steps(mats, gate, up, hidden, gelu, sync, part):
         quantize_input(mats[6], hidden)
         region.finish(sync, 11)
     region.wait(sync, 11, 1)
-    row_groups(mats[6], sync, 12, part)
+    row_groups(mats[6], addresses[MATS + 6], sync, 12, part)
     wait_groups(mats[6], sync, 12)
 
 
@@ -272,9 +299,12 @@ def _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_presca
 
 
 @njit(cache=True, nogil=True)
-def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync, step, part):
+def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses, sync,
+                     step, part):
     """flash_attention.attention's work items for one token, claimed (step's counters),
-    waited for; whether they were the split-KV path's chunks (reduced afterwards)."""
+    waited for; whether they were the split-KV path's chunks (reduced afterwards). The
+    item functions are called through their addresses (load_steps gives them these
+    arguments' types)."""
     n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
     n_heads = q.shape[1] // head_dim
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
@@ -285,11 +315,11 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, sync,
     i = region.claim(sync, step, n_items, part)
     while i < n_items:
         if split:
-            flash_attention.attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window,
-                                            kq_scale, n_view, n_threads, partials, i)
+            launch.call_at(addresses[ATTEND_CHUNK], (q, k_heads, v_heads, pos, n_cells, window,
+                                                     kq_scale, n_view, n_threads, partials, i))
         else:
-            flash_attention.attend_query_head(q, k_heads, v_heads, pos, n_cells, window,
-                                              n_heads // n_head_kv, kq_scale, True, att, i)
+            launch.call_at(addresses[ATTEND_HEAD], (q, k_heads, v_heads, pos, n_cells, window,
+                                                    n_heads // n_head_kv, kq_scale, True, att, i))
         region.finish(sync, step)
         i = region.claim(sync, step, n_items, part)
     region.wait(sync, step, n_items)
@@ -346,4 +376,4 @@ def _layer_plan(tr, il, positions):
     base, scale = tr._rope_params(il)
     rope_args = (cfg.head_dim, cfg.n_rot, base, scale, cfg.rope_neox)
     return (bufs, mats, norms, cache.keys, cache.values, attn, rope_args, cfg.norm_eps,
-            cfg.activation == "gelu", np.float32(cfg.q_prescale), np.zeros(1, np.int64))
+            cfg.activation == "gelu", np.float32(cfg.q_prescale), np.zeros(N_ADDRESSES, np.int64))

@@ -18,15 +18,20 @@ from numba.extending import intrinsic, models, register_model
 
 def run_items(fn, args, n_items):
     """fn(*args, i) for i in range(n_items), in parallel (Numba's threads, one loop).
-    fn: an njit function returning nothing; args: arrays and scalars. Its machine code
-    for the arguments' types is looked up by their fingerprint (a C call, ~1 us;
-    numba.typeof is ~10 us an array) and compiled or loaded on first use."""
+    fn: an njit function returning nothing; args: arrays and scalars (address_for)."""
+    _run_at(address_for(fn, args), args, n_items)
+
+
+def address_for(fn, args):
+    """The address of fn's machine code for (*args, an int64 item), as run_items calls
+    it: looked up by the arguments' fingerprint (a C call, ~1 us; numba.typeof is ~10
+    us an array), compiled or loaded from Numba's cache on first use."""
     key = (fn, compute_fingerprint(args))
     address = _addresses.get(key)
     if address is None:
         arg_types = tuple(numba.typeof(a) for a in args) + (types.int64,)
         address = _addresses[key] = address_of(fn, arg_types)
-    _run_at(address, args, n_items)
+    return address
 
 
 _addresses = {}
