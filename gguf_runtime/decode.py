@@ -253,7 +253,7 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
     wait_groups(mats[3], sync, 7)
     if _serial(sync, 8, part):
         add_bias(mats[3])
-        layers.residual_norm(x, proj, norms[2], eps, norms[3], xb)
+        layers.residual_norm_row(x[0], proj[0], norms[2], eps, norms[3], xb[0])
         quantize_input(mats[4], xb)
         quantize_input(mats[5], xb)
         region.finish(sync, 8)
@@ -261,7 +261,7 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
     _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
     if _serial(sync, 13, part):  # the region's end waits for it
         add_bias(mats[6])
-        layers.residual_norm(x, proj, norms[4], eps, norms[5], xb)
+        layers.residual_norm_row(x[0], proj[0], norms[4], eps, norms[5], xb[0])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -274,7 +274,7 @@ def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
     if _serial(sync, 11, part):
         add_bias(mats[4])
         add_bias(mats[5])
-        layers.gated_activation(gate, up, gelu, hidden)
+        layers.gated_row(gate[0], up[0], gelu, hidden[0])
         quantize_input(mats[6], hidden)
         region.finish(sync, 11)
     region.wait(sync, 11, 1)
@@ -286,11 +286,11 @@ def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
 def _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_prescale, positions):
     """Per-head norms (qwen3, gemma3), RoPE and Q's prescale, then K and V into the cache."""
     if norms[0].shape[0]:
-        layers.rms_norm(q, norms[0], eps, q)
-        layers.rms_norm(k, norms[1], eps, k)
+        layers.rms_norm_row(q[0], norms[0], eps, q[0])
+        layers.rms_norm_row(k[0], norms[1], eps, k[0])
     head_dim, n_rot, base, scale, neox = rope_args
-    layers.rope(q, positions, head_dim, n_rot, base, scale, neox)
-    layers.rope(k, positions, head_dim, n_rot, base, scale, neox)
+    layers.rope_token(q[0], positions[0], head_dim, n_rot, base, scale, neox)
+    layers.rope_token(k[0], positions[0], head_dim, n_rot, base, scale, neox)
     if q_prescale != 1.0:
         for j in range(q.shape[1]):
             q[0, j] *= q_prescale

@@ -18,7 +18,7 @@ from .flash_attention import FA_TILE_Q
 # are not inlined: inside a parallel=True function Numba would turn their array
 # expressions into parallel regions of their own.
 @njit(cache=True, nogil=True)
-def _rms_norm_row(x, weight, eps, out):
+def rms_norm_row(x, weight, eps, out):
     """out = x / sqrt(mean(x^2) + eps) * weight, each len(weight) group (head) of
     the row on its own. ggml-cpu/ops.cpp rms_norm_f32: squares summed in double,
     scale in float."""
@@ -39,22 +39,22 @@ def rms_norm(x, weight, eps, out):
     """out[t] = rms-normed x[t] times weight, per len(weight) group of a row
     (width len(weight): the whole row; head_dim: per head)."""
     if x.shape[0] == 1:
-        _rms_norm_row(x[0], weight, eps, out[0])
+        rms_norm_row(x[0], weight, eps, out[0])
         return
     for t in prange(x.shape[0]):
-        _rms_norm_row(x[t], weight, eps, out[t])
+        rms_norm_row(x[t], weight, eps, out[t])
 
 
 NO_WEIGHT = np.zeros(0, np.float32)  # residual_norm's post_weight where a model has none
 
 
 @njit(cache=True, nogil=True)
-def _residual_norm_row(x, out, post_weight, eps, weight, xb):
+def residual_norm_row(x, out, post_weight, eps, weight, xb):
     if post_weight.shape[0]:
-        _rms_norm_row(out, post_weight, eps, out)
+        rms_norm_row(out, post_weight, eps, out)
     for j in range(x.shape[0]):
         x[j] += out[j]
-    _rms_norm_row(x, weight, eps, xb)
+    rms_norm_row(x, weight, eps, xb)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -63,10 +63,10 @@ def residual_norm(x, out, post_weight, eps, weight, xb):
     (gemma3; skipped for an empty post_weight), added to the residual x, and
     xb = rms_norm(x) * weight, the input of what follows."""
     if x.shape[0] == 1:
-        _residual_norm_row(x[0], out[0], post_weight, eps, weight, xb[0])
+        residual_norm_row(x[0], out[0], post_weight, eps, weight, xb[0])
         return
     for t in prange(x.shape[0]):
-        _residual_norm_row(x[t], out[t], post_weight, eps, weight, xb[t])
+        residual_norm_row(x[t], out[t], post_weight, eps, weight, xb[t])
 
 
 @njit(cache=True, nogil=True)
@@ -86,18 +86,27 @@ def _rope_row(x, position, head_dim, n_rot, theta_scale, freq_scale, neox, cos, 
             x[b] = x0 * sin[i] + x1 * cos[i]
 
 
+@njit(cache=True, nogil=True)
+def rope_token(x, position, head_dim, n_rot, freq_base, freq_scale, neox):
+    """rope of one token's row x at position (outside any parallel region: decode's
+    steps call it, and rope for one row)."""
+    theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
+    half = n_rot // 2
+    cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
+    _rope_row(x, position, head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     """Rotate each head of x [n_tokens, n_heads*head_dim] in place by its token's
     position (may be a negative delta, for the context shift). ggml-cpu/ops.cpp
     rope_f32 and ggml_rope_cache_init: theta = p * base^(-2i/n_rot), multiplied
     up in float; 'normal' rotates pairs (2i, 2i+1), 'neox' (i, i + n_rot/2)."""
+    if x.shape[0] == 1:
+        rope_token(x[0], positions[0], head_dim, n_rot, freq_base, freq_scale, neox)
+        return
     theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
     half = n_rot // 2
-    if x.shape[0] == 1:
-        cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
-        _rope_row(x[0], positions[0], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
-        return
     for t in prange(x.shape[0]):
         cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
         _rope_row(x[t], positions[t], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
@@ -265,7 +274,7 @@ def _silu_row(gate, up, out):
 # error_model numpy: Python's model tests each divisor for zero (1 + exp(-x) never
 # is), a branch that kept the SiLU loop scalar
 @njit(cache=True, nogil=True, error_model="numpy")
-def _gated_row(gate, up, gelu, out):
+def gated_row(gate, up, gelu, out):
     if gelu:
         _gelu_row(gate, up, out)
     else:
@@ -280,7 +289,7 @@ def gated_activation(gate, up, gelu, out):
     f16-rounded input (ggml-cpu/vec.h ggml_vec_geglu_f32 under GGML_GELU_FP16).
     One token runs outside the parallel region (its launch costs more than it saves)."""
     if gate.shape[0] == 1:
-        _gated_row(gate[0], up[0], gelu, out[0])
+        gated_row(gate[0], up[0], gelu, out[0])
         return
     for t in prange(gate.shape[0]):
-        _gated_row(gate[t], up[t], gelu, out[t])
+        gated_row(gate[t], up[t], gelu, out[t])
