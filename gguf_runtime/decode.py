@@ -15,16 +15,16 @@ tokens 6-9%, measured in one process alternating per token).
 
 It runs layers whose matrices all have a decode layout, with f16 caches (q8_0
 caches take the batch path: their Hadamard rotations and quantized attention).
-The matmul kernel is chosen when decode_layer is compiled, from the layout's
-tuple type (row_groups' overload below: dtypes and ranks of its arrays); a model
-whose layers mix formats compiles one specialization per combination, each cached.
+The matmul kernels are chosen at run time, from each spec's layout kind (LAYOUTS),
+and called through their addresses: a model whose layers mix formats compiles one
+_layer_steps (and a group function per format, shared with the batch path).
 """
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
 
-from quant_formats import interleave_k as ik, interleave_nibbles as nibbles, launch, q8_0, q8_1, q8_k
+from quant_formats import (interleave_k as ik, interleave_nibbles as nibbles, launch, q8_0, q8_1,
+                           q8_k)
 
 from . import flash_attention, layers, region
 
@@ -32,33 +32,77 @@ from . import flash_attention, layers, region
 # their arrays have the same types, and all three compile once).
 ACT_KINDS = {"Q8_0": 0, "Q8_1": 1, "Q8_K": 2}
 
-# Decode layout (quant_formats/__init__.py pack) -> its kernel, told apart by the
-# dtype and rank of each array in the layout (layout_key): the parallel kernel (the
-# batch path's; tests/gguf_runtime/test_decode.py checks every packable format's
-# layout maps to its module's) and the two parts decode_layer's region runs, the
-# activations' offsets the kernel takes back (once per call) and one row group.
+# The decode layouts (quant_formats/__init__.py pack), told apart by the dtype and rank
+# of each item (layout_key). A spec holds its layout by address (launch.to_bytes), so
+# every spec has one type whatever its format and a model compiles one _layer_steps,
+# where it compiled one per combination of formats in a layer (SmolLM2 Q4_K_M and
+# gemma3: two, ~12 s each on a first run); the format is a runtime kind, the group
+# function is called through its address (load_steps). Each layout: its key, the
+# parallel kernel (the batch path's; test_decode checks every packable format maps to
+# its module's), the activations' offsets the kernel takes back (once per call) and one
+# row group. _offsets and _group_at name the layout types once more.
 F32_3, U16_3, I8_4, U8_4 = ("float32", 3), ("uint16", 3), ("int8", 4), ("uint8", 4)
-KERNELS = {
-    (U16_3, U8_4): (q8_0.packed_matmul, q8_0.packed_offsets, q8_0.packed_group),  # Q8_0
-    (F32_3, I8_4, U8_4): (ik.int8_subblocks_matmul, ik.int8_subblocks_offsets,
-                          ik.int8_subblocks_group),  # Q6_K, IQ4_XS, IQ2_XXS
-    (U16_3, U16_3, U8_4, "int"): (nibbles.nibble_matmul, nibbles.nibble_offsets,
-                                  nibbles.nibble_group),  # Q4_0, Q4_1, Q5_0, IQ4_NL
-    (F32_3, F32_3, U8_4, U8_4, U8_4): (ik.q4_k_matmul, ik.scale_min_offsets, ik.q4_k_group),
-    (F32_3, F32_3, U8_4, U8_4, I8_4): (ik.int8_scale_min_matmul, ik.scale_min_offsets,
-                                       ik.int8_scale_min_group),  # Q5_K
-}
+LAYOUTS = (
+    ((U16_3, U8_4),  # Q8_0
+     q8_0.packed_matmul, q8_0.packed_offsets, q8_0.packed_group),
+    ((F32_3, I8_4, U8_4),  # Q6_K, IQ4_XS, IQ2_XXS
+     ik.int8_subblocks_matmul, ik.int8_subblocks_offsets, ik.int8_subblocks_group),
+    ((U16_3, U16_3, U8_4, "int"),  # Q4_0, Q4_1, Q5_0, IQ4_NL
+     nibbles.nibble_matmul, nibbles.nibble_offsets, nibbles.nibble_group),
+    ((F32_3, F32_3, U8_4, U8_4, U8_4),  # Q4_K
+     ik.q4_k_matmul, ik.scale_min_offsets, ik.q4_k_group),
+    ((F32_3, F32_3, U8_4, U8_4, I8_4),  # Q5_K
+     ik.int8_scale_min_matmul, ik.scale_min_offsets, ik.int8_scale_min_group),
+)
+KERNELS = {layout[0]: layout[1:] for layout in LAYOUTS}
+KINDS = {layout[0]: kind for kind, layout in enumerate(LAYOUTS)}
+
+
+def _numba_type(key):
+    """The Numba type of a layout with this key (arrays C-contiguous, writable)."""
+    return types.Tuple(tuple(
+        types.int64 if k == "int" else types.Array(getattr(types, k[0]), k[1], "C") for k in key))
+
+
+LAYOUT_TYPES = [_numba_type(layout[0]) for layout in LAYOUTS]
+_Q8_0, _SUBBLOCKS, _NIBBLES, _Q4_K, _Q5_K = LAYOUT_TYPES
+X_OFFSETS_TYPE = types.Array(types.int32, 2, "C")  # what every offsets function returns
 
 
 def layout_key(packed):
-    """KERNELS' key of a layout tuple (numpy arrays and ints)."""
+    """LAYOUTS' key of a layout tuple (numpy arrays and ints)."""
     return tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int" for a in packed)
 
 
-def _numba_layout_key(tuple_type):
-    """layout_key of a layout as Numba types it (when decode_layer compiles)."""
-    return tuple((str(t.dtype), t.ndim) if isinstance(t, types.Array) else "int"
-                 for t in tuple_type)
+@njit(cache=True, nogil=True)
+def _offsets(kind, layout, qs):
+    """LAYOUTS[kind]'s offsets function on the layout at address `layout`."""
+    if kind == 0:
+        return q8_0.packed_offsets(*launch.deref(layout, _Q8_0), qs)
+    if kind == 1:
+        return ik.int8_subblocks_offsets(*launch.deref(layout, _SUBBLOCKS), qs)
+    if kind == 2:
+        return nibbles.nibble_offsets(*launch.deref(layout, _NIBBLES), qs)
+    if kind == 3:
+        return ik.scale_min_offsets(*launch.deref(layout, _Q4_K), qs)
+    return ik.scale_min_offsets(*launch.deref(layout, _Q5_K), qs)
+
+
+@njit(cache=True, nogil=True)
+def _group_at(kind, address, layout, qs, d, sums, x_offsets, out, g):
+    """Row group g by LAYOUTS[kind]'s group function at address, on the layout at
+    address `layout`."""
+    rest = (qs, d, sums, x_offsets, out, g)
+    if kind == 0:
+        launch.call_at(address, launch.deref(layout, _Q8_0) + rest)
+    elif kind == 1:
+        launch.call_at(address, launch.deref(layout, _SUBBLOCKS) + rest)
+    elif kind == 2:
+        launch.call_at(address, launch.deref(layout, _NIBBLES) + rest)
+    elif kind == 3:
+        launch.call_at(address, launch.deref(layout, _Q4_K) + rest)
+    else:
+        launch.call_at(address, launch.deref(layout, _Q5_K) + rest)
 
 
 @njit(cache=True, nogil=True)
@@ -72,83 +116,54 @@ def quantize_activation(kind, x, qs, d, sums):
             q8_1.block_sums(x, qs, sums)
 
 
-# A matrix's spec: (layout, act_kind, qs, d, sums, bias, out), out = x @ W.T (+ bias);
-# None for a matrix fused into the one before it (each function below does nothing).
+# A matrix's spec: (kind, act_kind, layout, n_groups, qs, d, sums, bias, out), out =
+# x @ W.T (+ bias), layout the address of its layout's bytes (_spec); no row groups for
+# a matrix fused into the one before it (_absent_spec: each function below does nothing).
 
+@njit(cache=True, nogil=True)
 def quantize_input(spec, x):
     """x into the spec's activation arrays (before its row groups run)."""
+    if spec[3]:
+        quantize_activation(spec[1], x, spec[4], spec[5], spec[6])
 
 
+@njit(cache=True, nogil=True)
 def row_groups(spec, address, sync, step, part):
     """Claim and compute the spec's row groups until none is left (step's counters;
     part: the thread's share, region.claim), calling its format's group function at
     address (load_steps)."""
+    kind, act_kind, layout, n_groups, qs, d, sums, bias, out = spec
+    g = region.claim(sync, step, n_groups, part)
+    if g >= n_groups:
+        return
+    x_offsets = _offsets(kind, layout, qs)  # each thread its own: no wait for a shared one
+    while g < n_groups:
+        _group_at(kind, address, layout, qs, d, sums, x_offsets, out, g)
+        region.finish(sync, step)
+        g = region.claim(sync, step, n_groups, part)
 
 
+@njit(cache=True, nogil=True)
 def wait_groups(spec, sync, step):
     """Until every row group of the spec is done."""
+    region.wait(sync, step, spec[3])
 
 
+@njit(cache=True, nogil=True)
 def add_bias(spec):
     """The spec's bias into its output (after its row groups)."""
-
-
-@overload(quantize_input)
-def _quantize_input_impl(spec, x):
-    if isinstance(spec, types.NoneType):
-        return lambda spec, x: None
-
-    def impl(spec, x):
-        quantize_activation(spec[1], x, spec[2], spec[3], spec[4])
-    return impl
-
-
-@overload(row_groups)
-def _row_groups_impl(spec, address, sync, step, part):
-    if isinstance(spec, types.NoneType):
-        return lambda spec, address, sync, step, part: None
-    offsets = KERNELS[_numba_layout_key(spec.types[0])][1]
-
-    def impl(spec, address, sync, step, part):
-        packed, kind, qs, d, sums, bias, out = spec
-        n_groups = packed[0].shape[0]
-        g = region.claim(sync, step, n_groups, part)
-        if g >= n_groups:
-            return
-        x_offsets = offsets(*packed, qs)  # each thread its own: no wait for a shared one
-        while g < n_groups:
-            launch.call_at(address, packed + (qs, d, sums, x_offsets, out, g))
-            region.finish(sync, step)
-            g = region.claim(sync, step, n_groups, part)
-    return impl
-
-
-@overload(wait_groups)
-def _wait_groups_impl(spec, sync, step):
-    if isinstance(spec, types.NoneType):
-        return lambda spec, sync, step: None
-    return lambda spec, sync, step: region.wait(sync, step, spec[0][0].shape[0])
-
-
-@overload(add_bias)
-def _add_bias_impl(spec):
-    if isinstance(spec, types.NoneType):
-        return lambda spec: None
-
-    def impl(spec):
-        bias, out = spec[5], spec[6]
-        for j in range(bias.shape[0]):
-            out[0, j] += bias[j]
-    return impl
+    bias, out = spec[7], spec[8]
+    for j in range(bias.shape[0]):
+        out[0, j] += bias[j]
 
 
 # decode_layer's steps (region.py's counters): 0 the input; 1-3 Q, K, V row groups;
 # 4 their outputs (norms, RoPE, the cache); 5 attention; 6 its output; 7 O's row
 # groups; 8 residual and norm; 9-10 gate, up; 11 activation; 12 down; 13 the output
-N_STEPS = 14
+N_STEPS = 14  # passed as np.int64(step): a literal int compiles each helper once per value
 
 # The plan's `addresses` (load_steps): _layer_steps', then each matrix's group function
-# (mats' order, 0 for None), then attention's two item functions. Called through their
+# (mats' order, 0 for an absent one), then attention's two item functions. Called through their
 # addresses, not linked: Numba optimizes a linked callee's code again in each caller
 # (quant_formats/launch.py), and each layer type compiles its own _layer_steps.
 STEPS, MATS, ATTEND_HEAD, ATTEND_CHUNK = 0, 1, 8, 9
@@ -187,11 +202,11 @@ def load_steps(plan):
     here are those _layer_steps passes it, so the types are the ones it calls with."""
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     for slot, spec in enumerate(mats, MATS):
-        if spec is not None:
-            packed, kind, qs, d, sums, bias, out = spec
-            _, offsets, group = KERNELS[layout_key(packed)]
-            addresses[slot] = launch.address_for(
-                group, packed + (qs, d, sums, offsets(*packed, qs), out))
+        kind, act_kind, layout, n_groups, qs, d, sums, bias, out = spec
+        if n_groups:
+            addresses[slot] = launch.address_of(LAYOUTS[kind][3], (
+                *LAYOUT_TYPES[kind].types, *(numba.typeof(a) for a in (qs, d, sums)),
+                X_OFFSETS_TYPE, numba.typeof(out), types.int64))
     q, att = bufs[2], bufs[5]
     n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
@@ -220,20 +235,20 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
     launch.call_at."""
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
-    if _serial(sync, 0, part):
+    if _serial(sync, np.int64(0), part):
         positions[0] = pos
         quantize_input(mats[0], xb)
         quantize_input(mats[1], xb)
         quantize_input(mats[2], xb)
         region.finish(sync, 0)
     region.wait(sync, 0, 1)
-    row_groups(mats[0], addresses[MATS + 0], sync, 1, part)
-    row_groups(mats[1], addresses[MATS + 1], sync, 2, part)
-    row_groups(mats[2], addresses[MATS + 2], sync, 3, part)
-    wait_groups(mats[0], sync, 1)
-    wait_groups(mats[1], sync, 2)
-    wait_groups(mats[2], sync, 3)
-    if _serial(sync, 4, part):
+    row_groups(mats[0], addresses[MATS + 0], sync, np.int64(1), part)
+    row_groups(mats[1], addresses[MATS + 1], sync, np.int64(2), part)
+    row_groups(mats[2], addresses[MATS + 2], sync, np.int64(3), part)
+    wait_groups(mats[0], sync, np.int64(1))
+    wait_groups(mats[1], sync, np.int64(2))
+    wait_groups(mats[2], sync, np.int64(3))
+    if _serial(sync, np.int64(4), part):
         add_bias(mats[0])
         add_bias(mats[1])
         add_bias(mats[2])
@@ -242,16 +257,16 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
         region.finish(sync, 4)
     region.wait(sync, 4, 1)
     split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses,
-                             sync, 5, part)
-    if _serial(sync, 6, part):
+                             sync, np.int64(5), part)
+    if _serial(sync, np.int64(6), part):
         if split:
             flash_attention.reduce_partials(partials, att)
         quantize_input(mats[3], att)
         region.finish(sync, 6)
     region.wait(sync, 6, 1)
-    row_groups(mats[3], addresses[MATS + 3], sync, 7, part)
-    wait_groups(mats[3], sync, 7)
-    if _serial(sync, 8, part):
+    row_groups(mats[3], addresses[MATS + 3], sync, np.int64(7), part)
+    wait_groups(mats[3], sync, np.int64(7))
+    if _serial(sync, np.int64(8), part):
         add_bias(mats[3])
         layers.residual_norm_row(x[0], proj[0], norms[2], eps, norms[3], xb[0])
         quantize_input(mats[4], xb)
@@ -259,7 +274,7 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
         region.finish(sync, 8)
     region.wait(sync, 8, 1)
     _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
-    if _serial(sync, 13, part):  # the region's end waits for it
+    if _serial(sync, np.int64(13), part):  # the region's end waits for it
         add_bias(mats[6])
         layers.residual_norm_row(x[0], proj[0], norms[4], eps, norms[5], xb[0])
 
@@ -267,19 +282,19 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
 @njit(cache=True, nogil=True, inline="always")
 def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
     """Steps 9-12: gate and up, the activation, down."""
-    row_groups(mats[4], addresses[MATS + 4], sync, 9, part)
-    row_groups(mats[5], addresses[MATS + 5], sync, 10, part)
-    wait_groups(mats[4], sync, 9)
-    wait_groups(mats[5], sync, 10)
-    if _serial(sync, 11, part):
+    row_groups(mats[4], addresses[MATS + 4], sync, np.int64(9), part)
+    row_groups(mats[5], addresses[MATS + 5], sync, np.int64(10), part)
+    wait_groups(mats[4], sync, np.int64(9))
+    wait_groups(mats[5], sync, np.int64(10))
+    if _serial(sync, np.int64(11), part):
         add_bias(mats[4])
         add_bias(mats[5])
         layers.gated_row(gate[0], up[0], gelu, hidden[0])
         quantize_input(mats[6], hidden)
         region.finish(sync, 11)
     region.wait(sync, 11, 1)
-    row_groups(mats[6], addresses[MATS + 6], sync, 12, part)
-    wait_groups(mats[6], sync, 12)
+    row_groups(mats[6], addresses[MATS + 6], sync, np.int64(12), part)
+    wait_groups(mats[6], sync, np.int64(12))
 
 
 @njit(cache=True, nogil=True)
@@ -337,11 +352,26 @@ def layer_plans(tr):
 
 
 def _spec(matrix, out):
-    """matvec's spec of a weights.Matrix or FusedMatrix writing into out."""
+    """The spec of a weights.Matrix or FusedMatrix writing into out; None if its layout
+    is not of the type _group_at loads (not C-contiguous and writable). The matrix
+    keeps the layout's bytes."""
+    packed = tuple(matrix.packed)
+    kind = KINDS[layout_key(packed)]
+    if numba.typeof(packed) != LAYOUT_TYPES[kind]:
+        return None
+    matrix.layout_bytes = launch.to_bytes(packed)
     first = matrix.parts[0] if hasattr(matrix, "parts") else matrix
     qs, d, sums = first._one_token
     bias = matrix.bias if matrix.bias is not None else layers.NO_WEIGHT
-    return (tuple(matrix.packed), ACT_KINDS[first.act_type.name], qs, d, sums, bias, out)
+    return (kind, ACT_KINDS[first.act_type.name], matrix.layout_bytes.ctypes.data,
+            packed[0].shape[0], qs, d, sums, bias, out)
+
+
+def _absent_spec():
+    """A spec without row groups, of the others' type (for a matrix fused into the one
+    before it)."""
+    empty = np.zeros((1, 0), np.float32)
+    return (0, 0, 0, 0, np.zeros((1, 0), np.int8), empty, empty, layers.NO_WEIGHT, empty)
 
 
 def _layer_plan(tr, il, positions):
@@ -353,18 +383,20 @@ def _layer_plan(tr, il, positions):
     gate, up, hidden = st.gate[:1], st.up[:1], st.hidden[:1]
     if w.wqkv is not None:
         q, k, v = w.wqkv.columns(st.qkv[:1])
-        qkv_specs = (_spec(w.wqkv, st.qkv[:1]), None, None)
+        qkv_specs = (_spec(w.wqkv, st.qkv[:1]), _absent_spec(), _absent_spec())
     elif w.wqk is not None:
         q, k = w.wqk.columns(st.qk[:1])
-        qkv_specs = (_spec(w.wqk, st.qk[:1]), None, _spec(w.wv, v))
+        qkv_specs = (_spec(w.wqk, st.qk[:1]), _absent_spec(), _spec(w.wv, v))
     else:
         qkv_specs = (_spec(w.wq, q), _spec(w.wk, k), _spec(w.wv, v))
     if w.ffn_gate_up is not None:
         gate, up = w.ffn_gate_up.columns(st.gate_up[:1])
-        ffn_specs = (_spec(w.ffn_gate_up, st.gate_up[:1]), None)
+        ffn_specs = (_spec(w.ffn_gate_up, st.gate_up[:1]), _absent_spec())
     else:
         ffn_specs = (_spec(w.ffn_gate, gate), _spec(w.ffn_up, up))
     mats = qkv_specs + (_spec(w.wo, proj),) + ffn_specs + (_spec(w.ffn_down, proj),)
+    if any(spec is None for spec in mats):
+        return None
     bufs = (st.x[:1], st.xb[:1], q, k, v, att, proj, gate, up, hidden, positions)
     next_norm = (tr.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
                  else tr.weights.output_norm)

@@ -117,3 +117,50 @@ def _borrowed(context, builder, typ, value):
             _borrowed(context, builder, t, builder.extract_value(value, i))
             for i, t in enumerate(typ)])
     return value
+
+
+# A value passed by address: its data form stored in bytes (to_bytes) and loaded back,
+# typed, where it is used (deref). A function then takes one int64 where the value
+# would be its arguments: Numba's compile time grows with the arrays in a function's
+# tuple arguments (each unpacked, its reference counted, in every function it
+# reaches), and the type of a value passed by address does not enter the signature.
+
+@njit(cache=True, nogil=True)
+def to_bytes(value):
+    """value's data form, uint8 [size] (its arrays' data not copied: they must outlive
+    it; deref(bytes.ctypes.data, type of value) gives them back)."""
+    out = np.empty(_data_size(value), np.uint8)
+    _store_data(value, out)
+    return out
+
+
+@intrinsic
+def _data_size(typingctx, value):
+    def codegen(context, builder, sig, args):
+        data_type = context.data_model_manager[sig.args[0]].get_data_type()
+        return context.get_constant(types.intp, context.get_abi_sizeof(data_type))
+    return types.intp(value), codegen
+
+
+@intrinsic
+def _store_data(typingctx, value, out):
+    def codegen(context, builder, sig, args):
+        data = context.data_model_manager[sig.args[0]].as_data(builder, args[0])
+        array = context.make_array(sig.args[1])(context, builder, args[1])
+        builder.store(data, builder.bitcast(array.data, data.type.as_pointer()))
+        return context.get_dummy_value()
+    return types.none(value, out), codegen
+
+
+@intrinsic
+def deref(typingctx, address, typeref):
+    """The value of type typeref (a Numba type, a global constant) stored at address by
+    to_bytes, its arrays borrowed (unbox). Nothing checks the type: the caller's."""
+    value_type = typeref.instance_type
+
+    def codegen(context, builder, sig, args):
+        model = context.data_model_manager[value_type]
+        pointer = builder.inttoptr(args[0], model.get_data_type().as_pointer())
+        value = model.from_data(builder, builder.load(pointer))
+        return _borrowed(context, builder, value_type, value)
+    return value_type(address, typeref), codegen

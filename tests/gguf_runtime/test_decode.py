@@ -2,12 +2,14 @@
 path's logits bit for bit, for every architecture and decode layout."""
 import re
 
+import numba
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
 import quant_formats
 from gguf_runtime import decode
+from quant_formats import launch
 from gguf_runtime.quantize import quantize_model
 from gguf_runtime.quantize_mix import Options
 from gguf_runtime.reader import GGUFFile
@@ -66,6 +68,18 @@ def test_every_decode_layout_maps_to_its_module_kernel():
             group(*packed, qs, d, sums, x_offsets, got, g)
         assert np.array_equal(got, want), qtype.name
         assert fmt.VEC_DOT_TYPE.name in decode.ACT_KINDS
+        # the region's form: the layout by address, the group function at its address
+        kind = decode.KINDS[decode.layout_key(packed)]
+        assert numba.typeof(packed) == decode.LAYOUT_TYPES[kind], qtype.name
+        layout_bytes = launch.to_bytes(packed)
+        x_offsets_region = decode._offsets(kind, layout_bytes.ctypes.data, qs)
+        assert np.array_equal(x_offsets_region, x_offsets), qtype.name
+        address = launch.address_for(group, packed + (qs, d, sums, x_offsets, got))
+        got[:] = np.nan
+        for g in range(packed[0].shape[0]):
+            decode._group_at(kind, address, layout_bytes.ctypes.data, qs, d, sums,
+                             x_offsets_region, got, g)
+        assert np.array_equal(got, want), qtype.name
 
 
 def _run(tr, ids, n_prefill):
