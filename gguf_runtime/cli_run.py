@@ -52,7 +52,7 @@ def _compile_notice():
         places = [Path(quant_formats.__file__).parent / "__pycache__",
                   Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
     if not any(next(p.rglob("*.nbi"), None) for p in places if p.is_dir()):
-        click.echo("first run: compiling the kernels this model needs (once, up to a minute)",
+        click.echo("first run: compiling the kernels this model needs (once, about a minute)",
                    err=True)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 import quant_formats  # noqa: F401  (installs the project-wide Numba cache stamp first)
+from quant_formats import launch
 from quant_formats.common import f32_from_bits, fma32
 from .flash_attention import FA_TILE_Q
 
@@ -34,15 +35,19 @@ def rms_norm_row(x, weight, eps, out):
             out[o + j] = (x[o + j] * scale) * weight[j]
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def rms_norm(x, weight, eps, out):
     """out[t] = rms-normed x[t] times weight, per len(weight) group of a row
-    (width len(weight): the whole row; head_dim: per head)."""
+    (width len(weight): the whole row; head_dim: per head). Rows in parallel
+    (launch.run_items: a parallel loop of its own compiled ~2 s more)."""
     if x.shape[0] == 1:
         rms_norm_row(x[0], weight, eps, out[0])
-        return
-    for t in prange(x.shape[0]):
-        rms_norm_row(x[t], weight, eps, out[t])
+    else:
+        launch.run_items(_rms_norm_item, (x, weight, eps, out), x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _rms_norm_item(x, weight, eps, out, t):
+    rms_norm_row(x[t], weight, eps, out[t])
 
 
 NO_WEIGHT = np.zeros(0, np.float32)  # residual_norm's post_weight where a model has none
@@ -57,16 +62,19 @@ def residual_norm_row(x, out, post_weight, eps, weight, xb):
     rms_norm_row(x, weight, eps, xb)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def residual_norm(x, out, post_weight, eps, weight, xb):
     """A sub-layer's end and the next one's start in one call: out is post-normed
     (gemma3; skipped for an empty post_weight), added to the residual x, and
-    xb = rms_norm(x) * weight, the input of what follows."""
+    xb = rms_norm(x) * weight, the input of what follows. Rows in parallel."""
     if x.shape[0] == 1:
         residual_norm_row(x[0], out[0], post_weight, eps, weight, xb[0])
-        return
-    for t in prange(x.shape[0]):
-        residual_norm_row(x[t], out[t], post_weight, eps, weight, xb[t])
+    else:
+        launch.run_items(_residual_norm_item, (x, out, post_weight, eps, weight, xb), x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _residual_norm_item(x, out, post_weight, eps, weight, xb, t):
+    residual_norm_row(x[t], out[t], post_weight, eps, weight, xb[t])
 
 
 @njit(cache=True, nogil=True)
@@ -96,7 +104,6 @@ def rope_token(x, position, head_dim, n_rot, freq_base, freq_scale, neox):
     _rope_row(x, position, head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     """Rotate each head of x [n_tokens, n_heads*head_dim] in place by its token's
     position (may be a negative delta, for the context shift). ggml-cpu/ops.cpp
@@ -104,12 +111,14 @@ def rope(x, positions, head_dim, n_rot, freq_base, freq_scale, neox):
     up in float; 'normal' rotates pairs (2i, 2i+1), 'neox' (i, i + n_rot/2)."""
     if x.shape[0] == 1:
         rope_token(x[0], positions[0], head_dim, n_rot, freq_base, freq_scale, neox)
-        return
-    theta_scale = np.float32(freq_base) ** np.float32(-2.0 / n_rot)
-    half = n_rot // 2
-    for t in prange(x.shape[0]):
-        cos, sin = np.empty(half, np.float32), np.empty(half, np.float32)
-        _rope_row(x[t], positions[t], head_dim, n_rot, theta_scale, freq_scale, neox, cos, sin)
+    else:
+        launch.run_items(_rope_item, (x, positions, head_dim, n_rot, freq_base, freq_scale,
+                                      neox), x.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _rope_item(x, positions, head_dim, n_rot, freq_base, freq_scale, neox, t):
+    rope_token(x[t], positions[t], head_dim, n_rot, freq_base, freq_scale, neox)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -281,7 +290,6 @@ def gated_row(gate, up, gelu, out):
         _silu_row(gate, up, out)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def gated_activation(gate, up, gelu, out):
     """out = act(gate) * up. SiLU as ggml_vec_swiglu_f32 (_silu_row: ggml_v_expf's
     polynomial, the same bits as llama.cpp's AVX-512 build, tests/data/swiglu_refs.npz);
@@ -290,6 +298,10 @@ def gated_activation(gate, up, gelu, out):
     One token runs outside the parallel region (its launch costs more than it saves)."""
     if gate.shape[0] == 1:
         gated_row(gate[0], up[0], gelu, out[0])
-        return
-    for t in prange(gate.shape[0]):
-        gated_row(gate[t], up[t], gelu, out[t])
+    else:
+        launch.run_items(_gated_item, (gate, up, gelu, out), gate.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _gated_item(gate, up, gelu, out, t):
+    gated_row(gate[t], up[t], gelu, out[t])

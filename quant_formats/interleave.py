@@ -22,11 +22,11 @@ scale); the loader then drops the mapped pages, so RSS holds one copy.
 """
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import simd
+from . import launch, simd
 from .common import F16_TO_F32, is_c_array
 
 from .simd import I8 as _I8, I32 as _I32, I64 as _I64
@@ -38,30 +38,36 @@ def n_groups(n_out: int) -> int:
     return -(-n_out // ROWS)
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def _pack_runs(w, block_bytes, first, run, flip, out):
     """out[g, b, k, run * r + e] = byte first + run * k + e of row g * ROWS + r's block b,
-    XOR flip (run 1: pack_bytes; 4: pack_byte_quads)."""
+    XOR flip (run 1: pack_bytes; 4: pack_byte_quads). In parallel over row groups."""
+    launch.run_items(_pack_runs_group, (w, block_bytes, first, run, flip, out), out.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _pack_runs_group(w, block_bytes, first, run, flip, out, g):
     n_out = w.shape[0]
-    for g in prange(out.shape[0]):
-        for r in range(min(ROWS, n_out - g * ROWS)):
-            row = w[g * ROWS + r]
-            for b in range(out.shape[1]):
-                o = b * block_bytes + first
-                for k in range(out.shape[2]):
-                    for e in range(run):
-                        out[g, b, k, run * r + e] = row[o + run * k + e] ^ flip
+    for r in range(min(ROWS, n_out - g * ROWS)):
+        row = w[g * ROWS + r]
+        for b in range(out.shape[1]):
+            o = b * block_bytes + first
+            for k in range(out.shape[2]):
+                for e in range(run):
+                    out[g, b, k, run * r + e] = row[o + run * k + e] ^ flip
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def _pack_u16(w, block_bytes, first, out):
+    launch.run_items(_pack_u16_group, (w, block_bytes, first, out), out.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _pack_u16_group(w, block_bytes, first, out, g):
     n_out = w.shape[0]
-    for g in prange(out.shape[0]):
-        for r in range(min(ROWS, n_out - g * ROWS)):
-            row = w[g * ROWS + r]
-            for b in range(out.shape[1]):
-                o = b * block_bytes + first
-                out[g, b, r] = np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)
+    for r in range(min(ROWS, n_out - g * ROWS)):
+        row = w[g * ROWS + r]
+        for b in range(out.shape[1]):
+            o = b * block_bytes + first
+            out[g, b, r] = np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)
 
 
 def pack_bytes(w, block_bytes: int, first: int, width: int) -> np.ndarray:
