@@ -268,7 +268,8 @@ def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view,
         h = kh * group + g
         partials[h, ci, 0] = m[g]
         partials[h, ci, 1] = total[g]
-        partials[h, ci, 2:] = acc[g]
+        for j in range(head_dim_v):  # a loop: the slice assignment compiled in ~4 s
+            partials[h, ci, 2 + j] = acc[g, j]
 
 
 @njit(cache=True, nogil=True)
