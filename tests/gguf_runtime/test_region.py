@@ -82,25 +82,3 @@ def test_unbox_borrows_the_boxed_arrays():
         _run(2, taken, order, out, flags)
     assert (taken == 100).all()
     assert [sys.getrefcount(a) for a in (taken, order, out)] == before
-
-
-@njit(cache=True, nogil=True)
-def _store_part(arrays, part):
-    out, scale = arrays
-    out[part] = (part + 1) * scale
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _run_at(address, n_threads, out, scale):
-    boxed = launch.box((out, scale))
-    for part in prange(n_threads):
-        launch.call_at(address, (launch.unbox(boxed), np.int64(part)))
-
-
-def test_call_at_runs_the_function_compiled_for_the_types():
-    out = np.zeros(4, np.float32)
-    arg_types = (numba.typeof((out, np.float32(1.5))), numba.types.int64)
-    address = launch.address_of(_store_part, arg_types)
-    assert address == launch.address_of(_store_part, arg_types)  # compiled once
-    _run_at(address, 4, out, np.float32(1.5))
-    assert out.tolist() == [1.5, 3.0, 4.5, 6.0]
