@@ -163,9 +163,10 @@ def add_bias(spec):
 N_STEPS = 14  # passed as np.int64(step): a literal int compiles each helper once per value
 
 # The plan's `addresses` (load_steps): _layer_steps', then each matrix's group function
-# (mats' order, 0 for an absent one), then attention's two item functions. Called through their
-# addresses, not linked: Numba optimizes a linked callee's code again in each caller
-# (quant_formats/launch.py), and each layer type compiles its own _layer_steps.
+# (mats' order, 0 for an absent one), then attention's two item functions. Called
+# through their addresses, not linked: Numba optimizes a linked callee's code again in
+# each caller (quant_formats/launch.py); these are compiled once, shared with the batch
+# path's loops.
 STEPS, MATS, ATTEND_HEAD, ATTEND_CHUNK = 0, 1, 8, 9
 N_ADDRESSES = 10
 
