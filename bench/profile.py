@@ -6,9 +6,9 @@ Wraps the calls the forward pass makes (matmuls by tensor role, norms, RoPE,
 attention, the output layer) with a timer, runs one warm-up and then a pp and
 a tg run, and prints ms per token (tg) and ms per batch (pp) per call kind with
 the bytes the decode matmuls read (GB/s). One token runs a layer as one call
-(decode.decode_layer), so the tg run is made twice: as it runs, and with those
-plans off, each kernel called from Python (the per-kernel view; its total
-includes the Python glue decode_layer saves). The wrapper costs ~1 us a call, so
+(decode.DecodeRun: one region for the layers), so the tg run is made twice: as it
+runs, and with those plans off, each kernel called from Python (the per-kernel view;
+its total includes the Python glue the region saves). The wrapper costs ~1 us a call, so
 totals run a little above gguf-bench's.
 """
 import argparse
@@ -55,18 +55,20 @@ def _matrix_bytes(matrix):
 
 def _install():
     """Wrap the calls with timers; returns what to undo. Installed only after the
-    model's kernels have compiled: decode_layer, compiled with a wrapper in place
-    of a kernel it calls, would fail to type."""
+    model's kernels have compiled: a Numba function compiled with a wrapper in place
+    of a kernel it calls would fail to type."""
     saved = [(cls, "matmul", cls.matmul) for cls in (wt.Matrix, wt.FusedMatrix)]
     saved += [(layers, name, getattr(layers, name)) for name in
               ("rms_norm", "rope", "residual_norm", "gated_activation", "attention_blas")]
     saved += [(flash_attention, "attention", flash_attention.attention),
-              (wt.Weights, "embed", wt.Weights.embed), (decode, "decode_layer", decode.decode_layer)]
+              (wt.Weights, "embed", wt.Weights.embed), (decode.DecodeRun, "__call__",
+                                                         decode.DecodeRun.__call__)]
     for owner, name, original in saved:
         if name == "matmul":
             setattr(owner, name, _timed_matmul(original))
         else:
-            setattr(owner, name, _timed(name, original))
+            setattr(owner, name, _timed("decode layers" if name == "__call__" else name,
+                                        original))
     return saved
 
 

@@ -1,17 +1,18 @@
-"""One token through a layer in one Numba call (the decode fast path).
+"""One token through the layers in one Numba call (the decode fast path).
 
 Transformer.forward runs a batch as a few calls per layer from Python; for one
 token that glue cost more than the work: ~15 calls per layer (activation
 quantization, packed matmuls, RoPE, cache store, attention, norms), each with
 Python dispatch and its own argument unboxing, ~55 us per layer on a model
-whose kernels take nothing (tiny 64-wide layers). decode_layer makes the same
+whose kernels take nothing (tiny 64-wide layers). decode_layers makes the same
 kernel calls, in the same order on the same buffers, from inside Numba: the
 results are bit-identical to the batch path (tests/gguf_runtime/test_decode.py).
 
-The layer runs as one parallel region (region.py): both threads walk its steps,
-claiming row groups and heads, where a region per kernel cost a launch each and
-left short ones to one thread (SmolLM2 Q4_0, Q8_0, Q4_K_M: layers 7-10% faster,
-tokens 6-9%, measured in one process alternating per token).
+The layers run as one parallel region (region.py): both threads walk each layer's
+steps, claiming row groups and heads, where a region per kernel cost a launch each
+and left short ones to one thread (SmolLM2 Q4_0, Q8_0, Q4_K_M: layers 7-10% faster,
+tokens 6-9%, measured in one process alternating per token), and a region per layer
+a call from Python each (layers another 10-16% faster).
 
 It runs layers whose matrices all have a decode layout, with f16 caches (q8_0
 caches take the batch path: their Hadamard rotations and quantized attention).
@@ -28,7 +29,7 @@ from quant_formats import (interleave_k as ik, interleave_nibbles as nibbles, la
 
 from . import flash_attention, layers, region
 
-# The activation formats, as the int decode_layer branches on (a runtime value:
+# The activation formats, as the int decode_layers branches on (a runtime value:
 # their arrays have the same types, and all three compile once).
 ACT_KINDS = {"Q8_0": 0, "Q8_1": 1, "Q8_K": 2}
 
@@ -157,7 +158,7 @@ def add_bias(spec):
         out[0, j] += bias[j]
 
 
-# decode_layer's steps (region.py's counters): 0 the input; 1-3 Q, K, V row groups;
+# A layer's steps (region.py's counters): 0 the input; 1-3 Q, K, V row groups;
 # 4 their outputs (norms, RoPE, the cache); 5 attention; 6 its output; 7 O's row
 # groups; 8 residual and norm; 9-10 gate, up; 11 activation; 12 down; 13 the output
 N_STEPS = 14  # passed as np.int64(step): a literal int compiles each helper once per value
@@ -172,28 +173,72 @@ N_ADDRESSES = 10
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_layer(bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale,
-                 addresses, pos, n_threads):
-    """Transformer._attention_block and _ffn_block for one token at position pos, in
-    one parallel region (region.py), the same kernels in the same order on the same
-    buffers as the batch path. bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows
-    [1, width]; q, k, v are views of one fused output where Q, K, V are fused,
-    likewise gate, up) and positions (int64 [1]). mats: specs of Q, K, V, O, gate, up,
-    down. norms: q_norm, k_norm, attn_post, ffn_norm, ffn_post, next_norm (empty where
-    the model has none). attn: n_cells, window, n_head_kv, head_dim, head_dim_v,
-    kq_scale. rope_args: head_dim, n_rot, base, scale, neox. addresses: int64
-    [N_ADDRESSES], the functions the region calls (load_steps). n_threads: the
-    caller's Numba thread count (also the split-KV attention's chunks, as
-    flash_attention.attention)."""
-    if addresses[STEPS] == 0:
-        raise ValueError("decode_layer: load_steps(plan) first")
-    plan = (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses)
-    sync = region.new_sync(N_STEPS, n_threads)
-    partials = flash_attention.new_partials(bufs[2].shape[1] // attn[3], n_threads, attn[4])
-    boxed = launch.box(plan)
+def decode_layers(steps, plan_addresses, sync, partials, pos, n_threads):
+    """Transformer._attention_block and _ffn_block for one token at position pos through
+    consecutive layers, in one parallel region (region.py), the same kernels in the same
+    order on the same buffers as the batch path. steps: the address of _layer_steps for
+    the layers' plans (layer_plans; one type, stored at plan_addresses by
+    launch.to_bytes; load_steps). sync: zeroed here, region.py's counters per layer
+    [layers, N_STEPS, ...]; partials: the split-KV attention's chunk results, reused
+    layer after layer. n_threads: the caller's Numba thread count (also the split-KV
+    attention's chunks, as flash_attention.attention). No plan type in the signature:
+    compiled once for every model.
+    One region for all layers, not one per layer: SmolLM2 Q4_0 layers 9.4 -> 7.9 ms a
+    token, Q4_K_M 13.2 -> 11.8 (in one process alternating per token): a call per
+    layer from Python, its plan's ~45 arrays unboxed and a region launched and joined."""
+    if steps == 0:
+        raise ValueError("decode_layers: load_steps(plan) first")
+    flat = sync.reshape(-1)
+    for j in range(flat.shape[0]):
+        flat[j] = 0
     for part in prange(n_threads):
-        launch.call_at(addresses[STEPS], (launch.unbox(boxed), pos, n_threads, sync, partials,
-                                  np.int64(part)))
+        for il in range(plan_addresses.shape[0]):
+            if il:  # the layer's input is the last one's output (its step 13)
+                region.wait(sync[il - 1], 13, 1)
+            launch.call_at(steps, (plan_addresses[il], launch.no_value(), pos, n_threads,
+                                   sync[il], partials, np.int64(part)))
+
+
+def layer_runs(plans):
+    """(first layer, end, run) for every layer in order: a DecodeRun over each stretch of
+    consecutive plans of one type (layers first..end-1), (il, il + 1, None) for a layer
+    without a plan."""
+    kinds = [None if plan is None else numba.typeof(plan) for plan in plans]
+    runs, il = [], 0
+    while il < len(plans):
+        end = il
+        while end < len(plans) and kinds[end] is not None and kinds[end] == kinds[il]:
+            end += 1
+        runs.append((il, end, DecodeRun(plans[il:end])) if end > il else (il, il + 1, None))
+        il = max(end, il + 1)
+    return runs
+
+
+class DecodeRun:
+    """Consecutive layers with plans of one type, decoded in one region (decode_layers):
+    their plans' bytes and addresses, and the region's counters and partials per thread
+    count."""
+
+    def __init__(self, plans):
+        self.plans = plans
+        self._bytes = [launch.to_bytes(plan) for plan in plans]
+        self.plan_addresses = np.array([b.ctypes.data for b in self._bytes], np.int64)
+        self._buffers = {}
+
+    def __call__(self, pos, n_threads):
+        first = self.plans[0]
+        if not first[-1][STEPS]:
+            for plan in self.plans:
+                load_steps(plan)
+        buffers = self._buffers.get(n_threads)
+        if buffers is None:
+            n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = first[5]
+            sync = region.new_sync(len(self.plans) * N_STEPS, n_threads)
+            buffers = self._buffers[n_threads] = (
+                sync.reshape(len(self.plans), N_STEPS, -1),
+                flash_attention.new_partials(first[0][2].shape[1] // head_dim, n_threads,
+                                             head_dim_v))
+        decode_layers(first[-1][STEPS], self.plan_addresses, *buffers, pos, n_threads)
 
 
 def load_steps(plan):
@@ -219,8 +264,8 @@ def load_steps(plan):
     addresses[ATTEND_CHUNK] = launch.address_for(flash_attention.attend_kv_chunk, (
         q, k_heads, v_heads, 0, n_cells, window, kq_scale, 0, 0, partials))
     addresses[STEPS] = launch.address_of(_layer_steps, (
-        numba.typeof(plan), types.int64, types.int64, types.Array(types.int64, 2, "C"),
-        numba.typeof(partials), types.int64))
+        types.int64, launch.TypeArg(numba.typeof(plan)), types.int64, types.int64,
+        types.Array(types.int64, 2, "C"), numba.typeof(partials), types.int64))
 
 
 @njit(cache=True, nogil=True)
@@ -230,10 +275,11 @@ def _serial(sync, step, part):
 
 
 @njit(cache=True, nogil=True)
-def _layer_steps(plan, pos, n_threads, sync, partials, part):
-    """One thread's walk through the layer's steps (decode_layer's region). Called
-    through its address (load_steps), not linked into decode_layer: see
-    launch.call_at."""
+def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
+    """One thread's walk through the steps of the layer whose plan is at plan_address
+    (decode_layers' region; plan_type: a launch.TypeArg). Called through its address
+    (load_steps), not linked into decode_layers: see launch.call_at."""
+    plan = launch.deref(plan_address, plan_type)
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     if _serial(sync, np.int64(0), part):
@@ -275,9 +321,10 @@ def _layer_steps(plan, pos, n_threads, sync, partials, part):
         region.finish(sync, 8)
     region.wait(sync, 8, 1)
     _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
-    if _serial(sync, np.int64(13), part):  # the region's end waits for it
+    if _serial(sync, np.int64(13), part):  # the next layer waits for it
         add_bias(mats[6])
         layers.residual_norm_row(x[0], proj[0], norms[4], eps, norms[5], xb[0])
+        region.finish(sync, 13)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -343,9 +390,16 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addre
 
 
 def layer_plans(tr):
-    """decode_layer's arguments (all but pos and n_threads) for each layer of
-    Transformer tr, None for a layer the batch path must run (a matrix without a
-    decode layout), all None with a q8_0 cache."""
+    """Each layer's plan for decode_layers, None for a layer the batch path must run (a
+    matrix without a decode layout), all None with a q8_0 cache. A plan: (bufs, mats,
+    norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses). bufs: x,
+    xb, q, k, v, att, proj, gate, up, hidden (rows [1, width]; q, k, v are views of one
+    fused output where Q, K, V are fused, likewise gate, up) and positions (int64 [1]).
+    mats: specs of Q, K, V, O, gate, up, down. norms: q_norm, k_norm, attn_post,
+    ffn_norm, ffn_post, next_norm (empty where the model has none). attn: n_cells,
+    window, n_head_kv, head_dim, head_dim_v, kq_scale. rope_args: head_dim, n_rot,
+    base, scale, neox. addresses: int64 [N_ADDRESSES], the functions the region calls
+    (load_steps)."""
     if (tr.cache_type_k, tr.cache_type_v) != ("f16", "f16"):
         return [None] * tr.cfg.n_layer
     positions = np.zeros(1, np.int64)

@@ -53,7 +53,7 @@ def observing(transformer, collector):
                 if isinstance(m, Matrix) and m.name.startswith("blk.")]
     for m in matrices:
         m.observer = collector
-    plans = transformer.decode_plans  # decode_layer calls kernels past the observers
+    plans = transformer.decode_plans  # decode_layers calls kernels past the observers
     transformer.decode_plans = [None] * len(plans)
     try:
         yield

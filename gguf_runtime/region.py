@@ -2,9 +2,9 @@
 
 Numba's TBB layer opens a task arena for every parallel region, and a short region
 ends before the second thread has joined it (README, "what bounds decode": a 576 x
-576 matmul in cache took 13.5 us with 1 thread and with 2). decode.decode_layer
-runs a layer in one region instead: each of its n_threads iterations walks the
-layer's steps in order, takes the work items of a step (a matmul's row groups,
+576 matmul in cache took 13.5 us with 1 thread and with 2). decode.decode_layers
+runs a token's layers in one region instead: each of its n_threads iterations walks
+each layer's steps in order, takes the work items of a step (a matmul's row groups,
 attention's heads), does a serial step (norms, RoPE) if it claims it first, and
 waits until a step's items are done before using its output. Each thread first takes
 the items of its own contiguous share in order (a matmul's rows streamed as a static

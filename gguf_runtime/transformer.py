@@ -86,7 +86,7 @@ class Transformer:
         self.n_past = 0
         # one token runs a layer in one Numba call where it can (decode.py)
         self.decode_plans = decode.layer_plans(self)
-        self._batch_plans = [None] * cfg.n_layer
+        self._runs_of = self._runs = None  # _layer_runs'
 
     # --- cache management -----------------------------------------------------
 
@@ -149,21 +149,29 @@ class Transformer:
         xb = st.xb[:n]  # each sub-layer's normed input, written by the one before
         layers.rms_norm(x, self.weights.layers[0].attn_norm, cfg.norm_eps, xb)
         n_threads = numba.get_num_threads()  # the caller's: attention's split follows it
-        for il, plan in enumerate(self.decode_plans if n == 1 else self._batch_plans):
-            if plan is not None:
-                if not plan[-1][0]:
-                    decode.load_steps(plan)
-                decode.decode_layer(*plan, n_past, n_threads)
-                self.caches[il].length = n_past + 1
+        for first, end, run in self._layer_runs(n):
+            if run is not None:
+                run(n_past, n_threads)
+                for cache in self.caches[first:end]:
+                    cache.length = n_past + 1
                 continue
-            self._attention_block(il, x, positions, n_threads)
-            following = (self.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
+            self._attention_block(first, x, positions, n_threads)
+            following = (self.weights.layers[first + 1].attn_norm if end < cfg.n_layer
                          else self.weights.output_norm)
-            self._ffn_block(il, x, following)
+            self._ffn_block(first, x, following)
         self.n_past = n_past + n
         if logits_for == "last":
             return self._output(xb[n - 1:])
         return self._output(xb if logits_for == "all" else xb[int(logits_for):])
+
+    def _layer_runs(self, n):
+        """(first layer, end, run) in order: a decode.DecodeRun over layers first..end-1
+        for one token where they have plans, else None for one layer (the batch path)."""
+        if n > 1:
+            return [(il, il + 1, None) for il in range(self.cfg.n_layer)]
+        if self._runs_of is not self.decode_plans:  # made again when the plans change
+            self._runs_of, self._runs = self.decode_plans, decode.layer_runs(self.decode_plans)
+        return self._runs
 
     def _attention_block(self, il, x, positions, n_threads):
         cfg, st, w = self.cfg, self.state, self.weights.layers[il]

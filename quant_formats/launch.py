@@ -164,3 +164,26 @@ def deref(typingctx, address, typeref):
         value = model.from_data(builder, builder.load(pointer))
         return _borrowed(context, builder, value_type, value)
     return value_type(address, typeref), codegen
+
+
+
+class TypeArg(types.Type):
+    """A type as an argument of a function called by address (address_of): the
+    function is compiled for it (deref(address, type_arg) loads a value of
+    instance_type), its value is nothing (a null pointer: call_at passes no_value())."""
+
+    def __init__(self, instance_type):
+        self.instance_type = instance_type
+        super().__init__(name=f"TypeArg({instance_type})")
+
+
+register_model(TypeArg)(models.OpaqueModel)
+
+
+@intrinsic
+def no_value(typingctx):
+    """A null pointer, passed where a function takes a TypeArg (of OpaqueModel's
+    machine type, a pointer)."""
+    def codegen(context, builder, sig, args):
+        return context.get_constant_null(types.voidptr)
+    return types.voidptr(), codegen

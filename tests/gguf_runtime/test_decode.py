@@ -92,7 +92,7 @@ def _run(tr, ids, n_prefill):
 
 @pytest.mark.parametrize("file_type", FILE_TYPES)
 @pytest.mark.parametrize("arch", sorted(TINY))
-def test_decode_layer_equals_batch_path(wide_f32, tmp_path, arch, file_type):
+def test_decode_layers_equal_batch_path(wide_f32, tmp_path, arch, file_type):
     """30 tokens, batches of 4: gemma3's sliding layers keep a ring of 8 + 4 rows,
     so decode wraps it twice. A layer with a matrix lacking a decode layout runs
     the batch path between planned ones."""
@@ -132,7 +132,7 @@ def test_f32_matrices_and_q8_0_caches_take_the_batch_path(wide_f32, tmp_path):
 
 
 def test_observers_see_one_token_forwards(wide_f32, tmp_path):
-    """gguf-imatrix's observers sit in Matrix.matmul, which decode_layer bypasses:
+    """gguf-imatrix's observers sit in Matrix.matmul, which decode_layers bypasses:
     observing() turns the plans off while it lasts and back on after."""
     from gguf_runtime.imatrix_collect import observing
     path = tmp_path / "q4_0.gguf"
@@ -164,3 +164,13 @@ def test_decode_past_256_positions_takes_the_split_kv_path_as_the_batch_path(wid
         batch = _run(tr, ids, 300)
     assert np.isfinite(fast).all()
     assert np.array_equal(fast, batch)
+
+
+def test_layer_runs_group_consecutive_plans():
+    """One region for each stretch of layers with plans; the others one by one."""
+    plan = (np.zeros(2, np.float32), np.zeros(decode.N_ADDRESSES, np.int64))
+    runs = decode.layer_runs([plan, None, plan, plan, None, None])
+    assert [(first, end, run is not None) for first, end, run in runs] == [
+        (0, 1, True), (1, 2, False), (2, 4, True), (4, 5, False), (5, 6, False)]
+    assert [len(run.plan_addresses) for _, _, run in runs if run] == [1, 2]
+    assert decode.layer_runs([None, plan])[1][:2] == (1, 2)

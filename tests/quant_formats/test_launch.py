@@ -73,3 +73,28 @@ def test_deref_gives_back_what_to_bytes_stored():
     total, rows, cols = _through_address(stored.ctypes.data)
     assert values[1, 2] == 1000
     assert (rows, cols) == (3, 4) and total == values.sum()
+
+
+
+@njit(cache=True, nogil=True)
+def _add_through_address(address, pair_type, out, part):
+    values, k = launch.deref(address, pair_type)
+    out[part] = values.sum() + k
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _run_typed_at(function, address, out):
+    for part in prange(out.shape[0]):
+        launch.call_at(function, (address, launch.no_value(), out, np.int64(part)))
+
+
+def test_a_type_arg_compiles_a_function_for_a_type_its_caller_never_names():
+    """_run_typed_at passes only addresses and a null: the callee, compiled for
+    TypeArg(_PAIR), loads the pair itself."""
+    out = np.zeros(3, np.float64)
+    function = launch.address_of(_add_through_address, (
+        numba.types.int64, launch.TypeArg(_PAIR), numba.typeof(out), numba.types.int64))
+    pair = (np.full((2, 2), 0.5, np.float32), 7)
+    stored = launch.to_bytes(pair)
+    _run_typed_at(function, stored.ctypes.data, out)
+    assert out.tolist() == [9.0, 9.0, 9.0]
