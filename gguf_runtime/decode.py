@@ -24,139 +24,9 @@ import numba
 import numpy as np
 from numba import njit, prange, types
 
-from quant_formats import (interleave_k as ik, interleave_nibbles as nibbles, launch, q8_0, q8_1,
-                           q8_k)
+from quant_formats import launch
 
-from . import flash_attention, layers, region
-
-# The activation formats, as the int decode_layers branches on (a runtime value:
-# their arrays have the same types, and all three compile once).
-ACT_KINDS = {"Q8_0": 0, "Q8_1": 1, "Q8_K": 2}
-
-# The decode layouts (quant_formats/__init__.py pack), told apart by the dtype and rank
-# of each item (layout_key). A spec holds its layout by address (launch.to_bytes), so
-# every spec has one type whatever its format and a model compiles one _layer_steps,
-# where it compiled one per combination of formats in a layer (SmolLM2 Q4_K_M and
-# gemma3: two, ~12 s each on a first run); the format is a runtime kind, the group
-# function is called through its address (load_steps). Each layout: its key, the
-# parallel kernel (the batch path's; test_decode checks every packable format maps to
-# its module's), the activations' offsets the kernel takes back (once per call) and one
-# row group. _offsets and _group_at name the layout types once more.
-F32_3, U16_3, I8_4, U8_4 = ("float32", 3), ("uint16", 3), ("int8", 4), ("uint8", 4)
-LAYOUTS = (
-    ((U16_3, U8_4),  # Q8_0
-     q8_0.packed_matmul, q8_0.packed_offsets, q8_0.packed_group),
-    ((F32_3, I8_4, U8_4),  # Q6_K, IQ4_XS, IQ2_XXS
-     ik.int8_subblocks_matmul, ik.int8_subblocks_offsets, ik.int8_subblocks_group),
-    ((U16_3, U16_3, U8_4, "int"),  # Q4_0, Q4_1, Q5_0, IQ4_NL
-     nibbles.nibble_matmul, nibbles.nibble_offsets, nibbles.nibble_group),
-    ((F32_3, F32_3, U8_4, U8_4, U8_4),  # Q4_K
-     ik.q4_k_matmul, ik.scale_min_offsets, ik.q4_k_group),
-    ((F32_3, F32_3, U8_4, U8_4, I8_4),  # Q5_K
-     ik.int8_scale_min_matmul, ik.scale_min_offsets, ik.int8_scale_min_group),
-)
-KERNELS = {layout[0]: layout[1:] for layout in LAYOUTS}
-KINDS = {layout[0]: kind for kind, layout in enumerate(LAYOUTS)}
-
-
-def _numba_type(key):
-    """The Numba type of a layout with this key (arrays C-contiguous, writable)."""
-    return types.Tuple(tuple(
-        types.int64 if k == "int" else types.Array(getattr(types, k[0]), k[1], "C") for k in key))
-
-
-LAYOUT_TYPES = [_numba_type(layout[0]) for layout in LAYOUTS]
-_Q8_0, _SUBBLOCKS, _NIBBLES, _Q4_K, _Q5_K = LAYOUT_TYPES
-X_OFFSETS_TYPE = types.Array(types.int32, 2, "C")  # what every offsets function returns
-
-
-def layout_key(packed):
-    """LAYOUTS' key of a layout tuple (numpy arrays and ints)."""
-    return tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int" for a in packed)
-
-
-@njit(cache=True, nogil=True)
-def _offsets(kind, layout, qs):
-    """LAYOUTS[kind]'s offsets function on the layout at address `layout`."""
-    if kind == 0:
-        return q8_0.packed_offsets(*launch.deref(layout, _Q8_0), qs)
-    if kind == 1:
-        return ik.int8_subblocks_offsets(*launch.deref(layout, _SUBBLOCKS), qs)
-    if kind == 2:
-        return nibbles.nibble_offsets(*launch.deref(layout, _NIBBLES), qs)
-    if kind == 3:
-        return ik.scale_min_offsets(*launch.deref(layout, _Q4_K), qs)
-    return ik.scale_min_offsets(*launch.deref(layout, _Q5_K), qs)
-
-
-@njit(cache=True, nogil=True)
-def _group_at(kind, address, layout, qs, d, sums, x_offsets, out, g):
-    """Row group g by LAYOUTS[kind]'s group function at address, on the layout at
-    address `layout`."""
-    rest = (qs, d, sums, x_offsets, out, g)
-    if kind == 0:
-        launch.call_at(address, launch.deref(layout, _Q8_0) + rest)
-    elif kind == 1:
-        launch.call_at(address, launch.deref(layout, _SUBBLOCKS) + rest)
-    elif kind == 2:
-        launch.call_at(address, launch.deref(layout, _NIBBLES) + rest)
-    elif kind == 3:
-        launch.call_at(address, launch.deref(layout, _Q4_K) + rest)
-    else:
-        launch.call_at(address, launch.deref(layout, _Q5_K) + rest)
-
-
-@njit(cache=True, nogil=True)
-def quantize_activation(kind, x, qs, d, sums):
-    """x [1, n] into the arrays of its activation format (ACT_KINDS)."""
-    if kind == 2:
-        q8_k.quantize_rows(x, qs, d, sums)
-    else:
-        q8_0.quantize_rows(x, qs, d)
-        if kind == 1:
-            q8_1.block_sums(x, qs, sums)
-
-
-# A matrix's spec: (kind, act_kind, layout, n_groups, qs, d, sums, bias, out), out =
-# x @ W.T (+ bias), layout the address of its layout's bytes (_spec); no row groups for
-# a matrix fused into the one before it (_absent_spec: each function below does nothing).
-
-@njit(cache=True, nogil=True)
-def quantize_input(spec, x):
-    """x into the spec's activation arrays (before its row groups run)."""
-    if spec[3]:
-        quantize_activation(spec[1], x, spec[4], spec[5], spec[6])
-
-
-@njit(cache=True, nogil=True)
-def row_groups(spec, address, sync, step, part):
-    """Claim and compute the spec's row groups until none is left (step's counters;
-    part: the thread's share, region.claim), calling its format's group function at
-    address (load_steps)."""
-    kind, act_kind, layout, n_groups, qs, d, sums, bias, out = spec
-    g = region.claim(sync, step, n_groups, part)
-    if g >= n_groups:
-        return
-    x_offsets = _offsets(kind, layout, qs)  # each thread its own: no wait for a shared one
-    while g < n_groups:
-        _group_at(kind, address, layout, qs, d, sums, x_offsets, out, g)
-        region.finish(sync, step)
-        g = region.claim(sync, step, n_groups, part)
-
-
-@njit(cache=True, nogil=True)
-def wait_groups(spec, sync, step):
-    """Until every row group of the spec is done."""
-    region.wait(sync, step, spec[3])
-
-
-@njit(cache=True, nogil=True)
-def add_bias(spec):
-    """The spec's bias into its output (after its row groups)."""
-    bias, out = spec[7], spec[8]
-    for j in range(bias.shape[0]):
-        out[0, j] += bias[j]
-
+from . import decode_matmul as matmul, flash_attention, layers, region
 
 # A layer's steps (region.py's counters): 0 the input; 1-3 Q, K, V row groups;
 # 4 their outputs (norms, RoPE, the cache); 5 attention; 6 its output; 7 O's row
@@ -248,11 +118,7 @@ def load_steps(plan):
     here are those _layer_steps passes it, so the types are the ones it calls with."""
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     for slot, spec in enumerate(mats, MATS):
-        kind, act_kind, layout, n_groups, qs, d, sums, bias, out = spec
-        if n_groups:
-            addresses[slot] = launch.address_of(LAYOUTS[kind][3], (
-                *LAYOUT_TYPES[kind].types, *(numba.typeof(a) for a in (qs, d, sums)),
-                X_OFFSETS_TYPE, numba.typeof(out), types.int64))
+        addresses[slot] = matmul.group_address(spec)
     q, att = bufs[2], bufs[5]
     n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
@@ -284,21 +150,21 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     if _serial(sync, np.int64(0), part):
         positions[0] = pos
-        quantize_input(mats[0], xb)
-        quantize_input(mats[1], xb)
-        quantize_input(mats[2], xb)
+        matmul.quantize_input(mats[0], xb)
+        matmul.quantize_input(mats[1], xb)
+        matmul.quantize_input(mats[2], xb)
         region.finish(sync, 0)
     region.wait(sync, 0, 1)
-    row_groups(mats[0], addresses[MATS + 0], sync, np.int64(1), part)
-    row_groups(mats[1], addresses[MATS + 1], sync, np.int64(2), part)
-    row_groups(mats[2], addresses[MATS + 2], sync, np.int64(3), part)
-    wait_groups(mats[0], sync, np.int64(1))
-    wait_groups(mats[1], sync, np.int64(2))
-    wait_groups(mats[2], sync, np.int64(3))
+    matmul.row_groups(mats[0], addresses[MATS + 0], sync, np.int64(1), part)
+    matmul.row_groups(mats[1], addresses[MATS + 1], sync, np.int64(2), part)
+    matmul.row_groups(mats[2], addresses[MATS + 2], sync, np.int64(3), part)
+    matmul.wait_groups(mats[0], sync, np.int64(1))
+    matmul.wait_groups(mats[1], sync, np.int64(2))
+    matmul.wait_groups(mats[2], sync, np.int64(3))
     if _serial(sync, np.int64(4), part):
-        add_bias(mats[0])
-        add_bias(mats[1])
-        add_bias(mats[2])
+        matmul.add_bias(mats[0])
+        matmul.add_bias(mats[1])
+        matmul.add_bias(mats[2])
         _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_prescale,
                         positions)
         region.finish(sync, 4)
@@ -308,21 +174,21 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
     if _serial(sync, np.int64(6), part):
         if split:
             flash_attention.reduce_partials(partials, att)
-        quantize_input(mats[3], att)
+        matmul.quantize_input(mats[3], att)
         region.finish(sync, 6)
     region.wait(sync, 6, 1)
-    row_groups(mats[3], addresses[MATS + 3], sync, np.int64(7), part)
-    wait_groups(mats[3], sync, np.int64(7))
+    matmul.row_groups(mats[3], addresses[MATS + 3], sync, np.int64(7), part)
+    matmul.wait_groups(mats[3], sync, np.int64(7))
     if _serial(sync, np.int64(8), part):
-        add_bias(mats[3])
+        matmul.add_bias(mats[3])
         layers.residual_norm_row(x[0], proj[0], norms[2], eps, norms[3], xb[0])
-        quantize_input(mats[4], xb)
-        quantize_input(mats[5], xb)
+        matmul.quantize_input(mats[4], xb)
+        matmul.quantize_input(mats[5], xb)
         region.finish(sync, 8)
     region.wait(sync, 8, 1)
     _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
     if _serial(sync, np.int64(13), part):  # the next layer waits for it
-        add_bias(mats[6])
+        matmul.add_bias(mats[6])
         layers.residual_norm_row(x[0], proj[0], norms[4], eps, norms[5], xb[0])
         region.finish(sync, 13)
 
@@ -330,19 +196,19 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
 @njit(cache=True, nogil=True, inline="always")
 def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
     """Steps 9-12: gate and up, the activation, down."""
-    row_groups(mats[4], addresses[MATS + 4], sync, np.int64(9), part)
-    row_groups(mats[5], addresses[MATS + 5], sync, np.int64(10), part)
-    wait_groups(mats[4], sync, np.int64(9))
-    wait_groups(mats[5], sync, np.int64(10))
+    matmul.row_groups(mats[4], addresses[MATS + 4], sync, np.int64(9), part)
+    matmul.row_groups(mats[5], addresses[MATS + 5], sync, np.int64(10), part)
+    matmul.wait_groups(mats[4], sync, np.int64(9))
+    matmul.wait_groups(mats[5], sync, np.int64(10))
     if _serial(sync, np.int64(11), part):
-        add_bias(mats[4])
-        add_bias(mats[5])
+        matmul.add_bias(mats[4])
+        matmul.add_bias(mats[5])
         layers.gated_row(gate[0], up[0], gelu, hidden[0])
-        quantize_input(mats[6], hidden)
+        matmul.quantize_input(mats[6], hidden)
         region.finish(sync, 11)
     region.wait(sync, 11, 1)
-    row_groups(mats[6], addresses[MATS + 6], sync, np.int64(12), part)
-    wait_groups(mats[6], sync, np.int64(12))
+    matmul.row_groups(mats[6], addresses[MATS + 6], sync, np.int64(12), part)
+    matmul.wait_groups(mats[6], sync, np.int64(12))
 
 
 @njit(cache=True, nogil=True)
@@ -406,29 +272,6 @@ def layer_plans(tr):
     return [_layer_plan(tr, il, positions) for il in range(tr.cfg.n_layer)]
 
 
-def _spec(matrix, out):
-    """The spec of a weights.Matrix or FusedMatrix writing into out; None if its layout
-    is not of the type _group_at loads (not C-contiguous and writable). The matrix
-    keeps the layout's bytes."""
-    packed = tuple(matrix.packed)
-    kind = KINDS[layout_key(packed)]
-    if numba.typeof(packed) != LAYOUT_TYPES[kind]:
-        return None
-    matrix.layout_bytes = launch.to_bytes(packed)
-    first = matrix.parts[0] if hasattr(matrix, "parts") else matrix
-    qs, d, sums = first._one_token
-    bias = matrix.bias if matrix.bias is not None else layers.NO_WEIGHT
-    return (kind, ACT_KINDS[first.act_type.name], matrix.layout_bytes.ctypes.data,
-            packed[0].shape[0], qs, d, sums, bias, out)
-
-
-def _absent_spec():
-    """A spec without row groups, of the others' type (for a matrix fused into the one
-    before it)."""
-    empty = np.zeros((1, 0), np.float32)
-    return (0, 0, 0, 0, np.zeros((1, 0), np.int8), empty, empty, layers.NO_WEIGHT, empty)
-
-
 def _layer_plan(tr, il, positions):
     cfg, st, w = tr.cfg, tr.state, tr.weights.layers[il]
     matrices = (w.wq, w.wk, w.wv, w.wo, w.ffn_gate, w.ffn_up, w.ffn_down)
@@ -438,18 +281,18 @@ def _layer_plan(tr, il, positions):
     gate, up, hidden = st.gate[:1], st.up[:1], st.hidden[:1]
     if w.wqkv is not None:
         q, k, v = w.wqkv.columns(st.qkv[:1])
-        qkv_specs = (_spec(w.wqkv, st.qkv[:1]), _absent_spec(), _absent_spec())
+        qkv_specs = (matmul.spec(w.wqkv, st.qkv[:1]), matmul.absent_spec(), matmul.absent_spec())
     elif w.wqk is not None:
         q, k = w.wqk.columns(st.qk[:1])
-        qkv_specs = (_spec(w.wqk, st.qk[:1]), _absent_spec(), _spec(w.wv, v))
+        qkv_specs = (matmul.spec(w.wqk, st.qk[:1]), matmul.absent_spec(), matmul.spec(w.wv, v))
     else:
-        qkv_specs = (_spec(w.wq, q), _spec(w.wk, k), _spec(w.wv, v))
+        qkv_specs = (matmul.spec(w.wq, q), matmul.spec(w.wk, k), matmul.spec(w.wv, v))
     if w.ffn_gate_up is not None:
         gate, up = w.ffn_gate_up.columns(st.gate_up[:1])
-        ffn_specs = (_spec(w.ffn_gate_up, st.gate_up[:1]), _absent_spec())
+        ffn_specs = (matmul.spec(w.ffn_gate_up, st.gate_up[:1]), matmul.absent_spec())
     else:
-        ffn_specs = (_spec(w.ffn_gate, gate), _spec(w.ffn_up, up))
-    mats = qkv_specs + (_spec(w.wo, proj),) + ffn_specs + (_spec(w.ffn_down, proj),)
+        ffn_specs = (matmul.spec(w.ffn_gate, gate), matmul.spec(w.ffn_up, up))
+    mats = qkv_specs + (matmul.spec(w.wo, proj),) + ffn_specs + (matmul.spec(w.ffn_down, proj),)
     if any(spec is None for spec in mats):
         return None
     bufs = (st.x[:1], st.xb[:1], q, k, v, att, proj, gate, up, hidden, positions)

@@ -149,20 +149,24 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
     if half_precision:
         for j in range(head_dim_k):
             qh[j] = f16_round(qh[j])
-    acc = np.zeros(head_dim_v, np.float32)
     p = pos0 + t
     first = max(0, p - window + 1) if window > 0 else 0
+    # every key's score first, then the online softmax over them in order: the same
+    # values, but the dot products (independent of each other) are out of the chain of
+    # dependent accumulator updates (decode's heads 47 -> 34 ns per key, 1 thread)
+    scores = np.empty(p + 1 - first, np.float32)
+    for kp in range(first, p + 1):
+        krow = k_heads[kp % n_cells, kh]
+        if half_precision:
+            scores[kp - first] = dot_f16_lanes(krow, qh) * kq_scale
+        else:
+            scores[kp - first] = _dot_serial(krow, qh) * kq_scale
+    acc = np.zeros(head_dim_v, np.float32)
     m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
     total = np.float32(0.0)
     for kp in range(first, p + 1):
-        c = kp % n_cells
-        krow = k_heads[c, kh]
-        if half_precision:
-            s = dot_f16_lanes(krow, qh) * kq_scale
-        else:
-            s = _dot_serial(krow, qh) * kq_scale
-        ms, vs, m = softmax_step(s, m)
-        vrow = v_heads[c, kh]
+        ms, vs, m = softmax_step(scores[kp - first], m)
+        vrow = v_heads[kp % n_cells, kh]
         if half_precision:
             add_value_f16(acc, vrow, ms, vs)
         else:
@@ -250,18 +254,25 @@ def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view,
     for g in range(group):
         for j in range(head_dim_k):
             qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
+    c0, c1 = ci * chunk, min(ci * chunk + chunk, n_view)
+    rows = np.empty(max(c1 - c0, 0), np.int64)  # the unmasked cells' rows, in cell order
+    n_rows = 0
+    for c in range(c0, c1):
+        kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
+        if kp >= 0 and not (window > 0 and pos - kp >= window):
+            rows[n_rows] = kp % n_cells
+            n_rows += 1
+    scores = np.empty((n_rows, group), np.float32)  # first, as attend_query_head
+    for k in range(n_rows):
+        for g in range(group):
+            scores[k, g] = dot_f16_lanes(k_heads[rows[k], kh], qg[g]) * kq_scale
     acc = np.zeros((group, head_dim_v), np.float32)
     m = np.full(group, -np.inf, np.float32)
     total = np.zeros(group, np.float32)
-    for c in range(ci * chunk, min(ci * chunk + chunk, n_view)):
-        kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
-        if kp < 0 or (window > 0 and pos - kp >= window):
-            continue
-        row = kp % n_cells
-        krow, vrow = k_heads[row, kh], v_heads[row, kh]
+    for k in range(n_rows):
+        vrow = v_heads[rows[k], kh]
         for g in range(group):
-            s = dot_f16_lanes(krow, qg[g]) * kq_scale
-            ms, vs, m[g] = softmax_step(s, m[g])
+            ms, vs, m[g] = softmax_step(scores[k, g], m[g])
             add_value_f16(acc[g], vrow, ms, vs)
             total[g] = total[g] * ms + vs
     for g in range(group):

@@ -1,15 +1,12 @@
-"""gguf_runtime/decode.py: one token's layer in one Numba call gives the batch
+"""gguf_runtime/decode.py: one token through the layers in one Numba call gives the batch
 path's logits bit for bit, for every architecture and decode layout."""
 import re
 
-import numba
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-import quant_formats
 from gguf_runtime import decode
-from quant_formats import launch
 from gguf_runtime.quantize import quantize_model
 from gguf_runtime.quantize_mix import Options
 from gguf_runtime.reader import GGUFFile
@@ -45,41 +42,6 @@ def wide_f32(tmp_path_factory):
         finally:
             TINY[arch] = saved
     return paths
-
-
-def test_every_decode_layout_maps_to_its_module_kernel():
-    rng = np.random.default_rng(0)
-    rows = rng.standard_normal((64, 256)).astype(np.float32)
-    packable = [q for q in quant_formats.ALL_FORMATS if hasattr(quant_formats.get(q), "pack")]
-    assert len(packable) >= 10
-    for qtype in packable:
-        fmt = quant_formats.get(qtype)
-        imatrix = np.ones(256, np.float32)  # IQ2_XXS needs one
-        packed = quant_formats.pack(quant_formats.quantize(rows, qtype, imatrix), qtype)
-        kernel, offsets, group = decode.KERNELS[decode.layout_key(packed)]
-        assert kernel is fmt.packed_matmul, qtype.name
-        # the region's parts are the kernel's: one call of each per group, the same output
-        qs, d, sums = quant_formats.get(fmt.VEC_DOT_TYPE).quantize(rows[:3])
-        want = np.full((3, 64), np.nan, np.float32)
-        kernel(*packed, qs, d, sums, want)
-        got = np.full((3, 64), np.nan, np.float32)
-        x_offsets = offsets(*packed, qs)
-        for g in range(packed[0].shape[0]):
-            group(*packed, qs, d, sums, x_offsets, got, g)
-        assert np.array_equal(got, want), qtype.name
-        assert fmt.VEC_DOT_TYPE.name in decode.ACT_KINDS
-        # the region's form: the layout by address, the group function at its address
-        kind = decode.KINDS[decode.layout_key(packed)]
-        assert numba.typeof(packed) == decode.LAYOUT_TYPES[kind], qtype.name
-        layout_bytes = launch.to_bytes(packed)
-        x_offsets_region = decode._offsets(kind, layout_bytes.ctypes.data, qs)
-        assert np.array_equal(x_offsets_region, x_offsets), qtype.name
-        address = launch.address_for(group, packed + (qs, d, sums, x_offsets, got))
-        got[:] = np.nan
-        for g in range(packed[0].shape[0]):
-            decode._group_at(kind, address, layout_bytes.ctypes.data, qs, d, sums,
-                             x_offsets_region, got, g)
-        assert np.array_equal(got, want), qtype.name
 
 
 def _run(tr, ids, n_prefill):
