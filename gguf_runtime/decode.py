@@ -12,7 +12,7 @@ The layers run as one parallel region (region.py): both threads walk each layer'
 steps, claiming row groups and heads, where a region per kernel cost a launch each
 and left short ones to one thread (SmolLM2 Q4_0, Q8_0, Q4_K_M: layers 7-10% faster,
 tokens 6-9%, measured in one process alternating per token), and a region per layer
-a call from Python each (layers another 10-16% faster).
+a call from Python each (layers another 8-16% faster).
 
 It runs layers whose matrices all have a decode layout, with f16 caches (q8_0
 caches take the batch path: their Hadamard rotations and quantized attention).

@@ -84,9 +84,10 @@ class Transformer:
         self.caches = KVCache.for_model(cfg, n_ctx, n_batch, type_k=cache_type_k,
                                         type_v=cache_type_v, k_rot=self.k_rot)
         self.n_past = 0
-        # one token runs a layer in one Numba call where it can (decode.py)
+        # one token runs its layers in one Numba call where it can (decode.py)
         self.decode_plans = decode.layer_plans(self)
         self._runs_of = self._runs = None  # _layer_runs'
+        self._batch_runs = [(il, il + 1, None) for il in range(cfg.n_layer)]
 
     # --- cache management -----------------------------------------------------
 
@@ -168,7 +169,7 @@ class Transformer:
         """(first layer, end, run) in order: a decode.DecodeRun over layers first..end-1
         for one token where they have plans, else None for one layer (the batch path)."""
         if n > 1:
-            return [(il, il + 1, None) for il in range(self.cfg.n_layer)]
+            return self._batch_runs
         if self._runs_of is not self.decode_plans:  # made again when the plans change
             self._runs_of, self._runs = self.decode_plans, decode.layer_runs(self.decode_plans)
         return self._runs

@@ -154,8 +154,8 @@ def _store_data(typingctx, value, out):
 
 @intrinsic
 def deref(typingctx, address, typeref):
-    """The value of type typeref (a Numba type, a global constant) stored at address by
-    to_bytes, its arrays borrowed (unbox). Nothing checks the type: the caller's."""
+    """The value of type typeref (a Numba type as a global constant, or a TypeArg
+    argument: its instance_type) stored at address by to_bytes, its arrays borrowed (unbox). Nothing checks the type: the caller's."""
     value_type = typeref.instance_type
 
     def codegen(context, builder, sig, args):
@@ -164,7 +164,6 @@ def deref(typingctx, address, typeref):
         value = model.from_data(builder, builder.load(pointer))
         return _borrowed(context, builder, value_type, value)
     return value_type(address, typeref), codegen
-
 
 
 class TypeArg(types.Type):

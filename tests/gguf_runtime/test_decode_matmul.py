@@ -39,5 +39,5 @@ def test_every_decode_layout_maps_to_its_module_kernel():
         got[:] = np.nan
         for g in range(packed[0].shape[0]):
             decode_matmul._group_at(kind, address, layout_bytes.ctypes.data, qs, d, sums,
-                             x_offsets_region, got, g)
+                                    x_offsets_region, got, g)
         assert np.array_equal(got, want), qtype.name

@@ -75,7 +75,6 @@ def test_deref_gives_back_what_to_bytes_stored():
     assert (rows, cols) == (3, 4) and total == values.sum()
 
 
-
 @njit(cache=True, nogil=True)
 def _add_through_address(address, pair_type, out, part):
     values, k = launch.deref(address, pair_type)
