@@ -107,6 +107,21 @@ def fma32(typingctx, a, b, c):
 
 
 @intrinsic
+def round_even(typingctx, x):
+    """np.rint of a float32 (to nearest, ties to even) as LLVM's llvm.rint: one vroundps
+    per 8 lanes in a loop LLVM vectorizes, where Numba's np.rint calls libm's rintf
+    once a value (the Q8_0 activation quantizer: 0.46 -> 0.2 us for 576 values)."""
+    if x != types.float32:
+        return None
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.rint", [llvm_ir.FloatType()])
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+@intrinsic
 def f32_from_bits(typingctx, bits):
     """The float32 whose IEEE bits are an int32."""
     if bits != types.int32:

@@ -219,16 +219,87 @@ def store_group(out, acc, t0, n_t, g):
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
 
 
+def _max_u(nibbles, table, high_bits):
+    """The largest unsigned operand QuadReader gives for these options."""
+    return 255 if table is not None or not nibbles else 31 if high_bits else 15
+
+
+class QuadReader:
+    """LLVM IR of a row group's operands in the quads layout (pack_byte_quads): quad row
+    `row + k`'s bytes of chunk c (chunk rows, simd.chunk_rows) as unsigned operands (the
+    low and the high nibbles two, where nibbles; with table, 16 bytes, the nibbles are
+    looked up in it; with high_bits, each gets a fifth bit from quad row `row +
+    n_quads`, pack_five_bits'), and x's quads splat to pair with them."""
+
+    def __init__(self, context, builder, q_ptr, x_ptr, x_stride, chunk, nibbles, table,
+                 high_bits):
+        self.context, self.builder, self.q_ptr, self.x_ptr = context, builder, q_ptr, x_ptr
+        self.x_stride, self.chunk = x_stride, chunk
+        self.nibbles, self.high_bits = nibbles, high_bits
+        self.table = None if table is None else [int(v) - 256 if v > 127 else int(v)
+                                                 for v in table]
+        self.quads8 = llvm_ir.VectorType(_I8, 4 * chunk)
+        self.rows32 = llvm_ir.VectorType(_I32, chunk)
+
+    @staticmethod
+    def const(v):
+        return llvm_ir.Constant(_I64, v)
+
+    def operands(self, row, n_quads, k, c):
+        """[(operand <4 chunk x i8>, x offset in the block)] of quad row row + k, chunk c."""
+        builder, const = self.builder, self.const
+        at = builder.add(builder.mul(builder.add(row, const(k)), const(4 * ROWS)),
+                         builder.mul(c, const(4 * self.chunk)))
+        quad = builder.load(builder.bitcast(builder.gep(self.q_ptr, [at]),
+                                            self.quads8.as_pointer()), align=1)
+        if not self.nibbles:
+            return [(quad, 4 * k)]
+        low = builder.and_(quad, llvm_ir.Constant(self.quads8, [15] * 4 * self.chunk))
+        high = builder.lshr(quad, llvm_ir.Constant(self.quads8, [4] * 4 * self.chunk))
+        if self.table is not None:
+            low, high = (simd.lookup16(self.context, builder, self.table, v) for v in (low, high))
+        if self.high_bits:
+            low, high = self._fifth_bits(row, n_quads, k, c, low, high)
+        return [(low, 4 * k), (high, 16 + 4 * k)]
+
+    def _fifth_bits(self, row, n_quads, k, c, low, high):  # 16 added where the bit is set
+        builder, const, chunk, quads8 = self.builder, self.const, self.chunk, self.quads8
+        at = builder.add(builder.mul(builder.add(row, const(n_quads)), const(4 * ROWS)),
+                         builder.add(const(k * ROWS), builder.mul(c, const(chunk))))
+        bits = builder.load(builder.bitcast(builder.gep(self.q_ptr, [at]), llvm_ir.VectorType(
+            _I8, chunk).as_pointer()), align=1)  # a byte per row: 8 fifth bits
+        spread = builder.shuffle_vector(bits, llvm_ir.Constant(bits.type, llvm_ir.Undefined),
+                                        llvm_ir.Constant(llvm_ir.VectorType(_I32, 4 * chunk),
+                                                         [r for r in range(chunk)
+                                                          for _ in range(4)]))
+        sixteen, zero = (llvm_ir.Constant(quads8, [v] * 4 * chunk) for v in (16, 0))
+        out = []
+        for part, first_bit in ((low, 0), (high, 4)):
+            mask = llvm_ir.Constant(quads8, [1 << (first_bit + e) for _ in range(chunk)
+                                             for e in range(4)])
+            is_set = builder.icmp_unsigned("!=", builder.and_(spread, mask), zero)
+            out.append(builder.or_(part, builder.select(is_set, sixteen, zero)))
+        return out
+
+    def x_quad(self, token, at):
+        """x[token, at .. at + 3] repeated chunk times (token, at: i64 values)."""
+        builder, rows32 = self.builder, self.rows32
+        at = builder.add(builder.mul(token, self.x_stride), at)
+        quad = builder.load(builder.bitcast(builder.gep(self.x_ptr, [at]), _I32.as_pointer()),
+                            align=1)
+        splat = builder.insert_element(llvm_ir.Constant(rows32, llvm_ir.Undefined), quad,
+                                       llvm_ir.Constant(_I32, 0))
+        splat = builder.shuffle_vector(splat, llvm_ir.Constant(rows32, llvm_ir.Undefined),
+                                       llvm_ir.Constant(rows32, None))
+        return builder.bitcast(splat, self.quads8)
+
+
 def quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None,
                          high_bits=False, q8_0_x=False):
     """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
-    - 1 of q_block, each quad's bytes one operand (the low and the high nibbles two,
-    where nibbles; with table, 16 bytes, the nibbles are looked up in it; with
-    high_bits, each gets a fifth bit from q_block row k0 + n_quads, pack_five_bits';
-    q8_0_x: x within +-127, simd.signed_quad_dot's sums), documented by doc."""
-    max_u = 255 if table is not None or not nibbles else 31 if high_bits else 15
-    signed_table = None if table is None else [int(v) - 256 if v > 127 else int(v)
-                                               for v in table]
+    - 1 of q_block (QuadReader's options nibbles, table, high_bits; q8_0_x: x within
+    +-127, simd.signed_quad_dot's sums), documented by doc."""
+    max_u = _max_u(nibbles, table, high_bits)
 
     def typer(typingctx, out, q_block, k0, x, t0, n_tokens, o):
         if not (is_c_array(out, types.int32, 2) and is_c_array(q_block, types.uint8, 2)
@@ -239,65 +310,17 @@ def quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=
 
     def codegen(context, builder, signature, args):
         chunk = simd.chunk_rows(context, ROWS)
-        quads8, rows32 = llvm_ir.VectorType(_I8, 4 * chunk), llvm_ir.VectorType(_I32, chunk)
         out_a, q_a, x_a = (context.make_array(signature.args[i])(context, builder, args[i])
                            for i in (0, 1, 3))
         k0, t0, n_tokens, o = args[2], args[4], args[5], args[6]
-        q_ptr = builder.bitcast(q_a.data, _I8.as_pointer())
-        x_ptr = builder.bitcast(x_a.data, _I8.as_pointer())
+        reader = QuadReader(context, builder, builder.bitcast(q_a.data, _I8.as_pointer()),
+                            builder.bitcast(x_a.data, _I8.as_pointer()),
+                            builder.extract_value(x_a.shape, 1), chunk, nibbles, table, high_bits)
+        rows32, const = reader.rows32, reader.const
         out_ptr = builder.bitcast(out_a.data, _I32.as_pointer())
-        x_stride = builder.extract_value(x_a.shape, 1)
         # the chunk count from the array's shape: a runtime trip count LLVM keeps as a
         # loop (unrolled into one block, its scheduler spilled most of the operands)
-        n_chunks = builder.udiv(builder.extract_value(q_a.shape, 1),
-                                llvm_ir.Constant(_I64, 4 * chunk))
-
-        def const(v):
-            return llvm_ir.Constant(_I64, v)
-
-        def operands(k, c):  # quad k's weights of chunk c <4 chunk x i8>, x's offset
-            at = builder.add(builder.mul(builder.add(k0, const(k)), const(4 * ROWS)),
-                             builder.mul(c, const(4 * chunk)))
-            quad = builder.load(builder.bitcast(builder.gep(q_ptr, [at]), quads8.as_pointer()),
-                                align=1)
-            if not nibbles:
-                return [(quad, 4 * k)]
-            low = builder.and_(quad, llvm_ir.Constant(quads8, [15] * 4 * chunk))
-            high = builder.lshr(quad, llvm_ir.Constant(quads8, [4] * 4 * chunk))
-            if table is not None:
-                low, high = (simd.lookup16(context, builder, signed_table, v) for v in (low, high))
-            if high_bits:
-                low, high = fifth_bits(k, c, low, high)
-            return [(low, 4 * k), (high, 16 + 4 * k)]
-
-        def fifth_bits(k, c, low, high):  # 16 added where quad k's high bit is set
-            at = builder.add(builder.mul(builder.add(k0, const(n_quads)), const(4 * ROWS)),
-                             builder.add(const(k * ROWS), builder.mul(c, const(chunk))))
-            bits = builder.load(builder.bitcast(builder.gep(q_ptr, [at]), llvm_ir.VectorType(
-                _I8, chunk).as_pointer()), align=1)  # a byte per row: 8 fifth bits
-            spread = builder.shuffle_vector(bits, llvm_ir.Constant(bits.type, llvm_ir.Undefined),
-                                            llvm_ir.Constant(llvm_ir.VectorType(_I32, 4 * chunk),
-                                                             [r for r in range(chunk)
-                                                              for _ in range(4)]))
-            sixteen, zero = (llvm_ir.Constant(quads8, [v] * 4 * chunk) for v in (16, 0))
-            out = []
-            for part, first_bit in ((low, 0), (high, 4)):
-                mask = llvm_ir.Constant(quads8, [1 << (first_bit + e) for _ in range(chunk)
-                                                 for e in range(4)])
-                is_set = builder.icmp_unsigned("!=", builder.and_(spread, mask), zero)
-                out.append(builder.or_(part, builder.select(is_set, sixteen, zero)))
-            return out
-
-        def x_quad(t, at):  # x[t0 + t, o + at .. o + at + 3] repeated chunk times
-            at = builder.add(builder.mul(builder.add(t0, const(t)), x_stride),
-                             builder.add(o, const(at)))
-            quad = builder.load(builder.bitcast(builder.gep(x_ptr, [at]), _I32.as_pointer()),
-                                align=1)
-            splat = builder.insert_element(llvm_ir.Constant(rows32, llvm_ir.Undefined), quad,
-                                           llvm_ir.Constant(_I32, 0))
-            splat = builder.shuffle_vector(splat, llvm_ir.Constant(rows32, llvm_ir.Undefined),
-                                           llvm_ir.Constant(rows32, None))
-            return builder.bitcast(splat, quads8)
+        n_chunks = builder.udiv(builder.extract_value(q_a.shape, 1), const(4 * chunk))
         done = builder.append_basic_block("quads_dot.done")
         switch = builder.switch(n_tokens, done)
         for n in range(1, TOKENS + 1):  # one body per token count
@@ -307,9 +330,12 @@ def quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=
                 with cgutils.for_range(builder, n_chunks) as loop:
                     c = loop.index
                     # each quad loaded once, used for every token
-                    parts = [part for k in range(n_quads) for part in operands(k, c)]
+                    parts = [part for k in range(n_quads)
+                             for part in reader.operands(k0, n_quads, k, c)]
                     totals = [simd.quad_dots(context, builder, llvm_ir.Constant(rows32, None),
-                                             [(weights, x_quad(t, at)) for weights, at in parts],
+                                             [(weights, reader.x_quad(builder.add(t0, const(t)),
+                                                                      builder.add(o, const(at))))
+                                              for weights, at in parts],
                                              max_u=max_u, signed=q8_0_x)
                               for t in range(n)]
                     for t, total in enumerate(totals):

@@ -10,8 +10,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit
 
-from .common import to_f16
-from .q8_0 import quantize_rows as _quantize_q8_0_rows
+from .common import f16_round
+from .q8_0 import block_amax, quantize_rows as _quantize_q8_0_rows
 
 QTYPE = T.Q8_1
 BLOCK_SIZE = 32
@@ -21,12 +21,11 @@ BLOCK_SIZE = 32
 def block_sums(x, qs, s):
     for t in range(qs.shape[0]):
         for b in range(s.shape[1]):
-            total = 0
-            amax = np.float32(0.0)
+            total = np.int32(0)
             for j in range(32):
                 total += np.int32(qs[t, b * 32 + j])
-                amax = max(amax, abs(x[t, b * 32 + j]))
-            s[t, b] = to_f16(amax / np.float32(127.0) * np.float32(total))
+            amax = block_amax(x[t], b)
+            s[t, b] = f16_round(amax / np.float32(127.0) * np.float32(total))
 
 
 def empty(n_tokens, n_in):

@@ -12,6 +12,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
+from .common import round_even
+
 QTYPE = T.Q8_K
 BLOCK_SIZE = 256
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", (256,)), ("bsums", "<i2", (16,))])
@@ -55,7 +57,7 @@ def quantize_rows(x, qs, d, sums):
             for g in range(16):
                 group_sum = np.int32(0)
                 for j in range(start + g * 16, start + g * 16 + 16):
-                    q = min(np.int32(127), np.int32(np.rint(iscale * x[t, j])))
+                    q = min(np.int32(127), np.int32(round_even(iscale * x[t, j])))
                     qs[t, j] = q
                     group_sum += q
                 sums[t, b * 16 + g] = np.float32(group_sum)
@@ -93,7 +95,7 @@ def _rounded_rows(x, out):
             iscale = np.float32(-127.0) / vmax if vmax != 0 else np.float32(0.0)
             d = np.float32(1.0) / iscale if vmax != 0 else np.float32(0.0)
             for j in range(start, start + 256):
-                q = min(np.int32(127), np.int32(np.rint(iscale * x[t, j])))
+                q = min(np.int32(127), np.int32(round_even(iscale * x[t, j])))
                 out[t, j] = np.float32(q) * d
 
 
