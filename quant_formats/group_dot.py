@@ -3,12 +3,14 @@
 The group functions (q8_0.packed_group, interleave_nibbles.nibble_group) take up to
 TOKENS tokens a pass: per block, the integer sums of every row go to memory
 (quads_dot), then a float loop converts the block's f16 scales and adds each row's
-scaled sum into an accumulator array. For one token (decode) that float step cost a
-third of the kernel: SmolLM2's 1536 x 576 matrices from memory, one thread, Q8_0
-3.8 GB/s against 5.3 for the integer sums alone, Q4_0 6.4 against 8.6 (measured).
-group_dot_intrinsic makes the same integer sums and the same float operations in the
-same order (results bit-identical to the group functions' general path), each chunk's
-accumulator a register from the first block to the last.
+scaled sum into an accumulator array. group_dot_intrinsic makes the same integer sums
+and the same float operations in the same order (results bit-identical to the general
+path), each chunk's accumulator a register from the first block to the last.
+q8_0.packed_group takes it for one token: in one process alternating, 2 threads,
+gemma3's 178 MB Q8_0 output matrix 23.8 -> 21.3 ms and SmolLM2's 30 MB 3.7 -> 3.3
+(measured). The nibble layouts' layers gained 1-2% from it (also measured), less than
+its compile time cost them (three more variants in nibble_group: gemma3's first run
+went over 60 s), so they keep the general path.
 """
 from llvmlite import ir as llvm_ir
 from numba import types
@@ -28,31 +30,27 @@ BLOCK = 32  # weights a block (every format group_dot serves)
 
 
 def group_dot_intrinsic(name, n_quads, nibbles, doc, table=None, high_bits=False,
-                        q8_0_x=False, with_min=False):
-    """An intrinsic (acc, q_w, d_w, m_w, g, x, d_x, s_x, x_offsets, t): acc[r] = the sum
-    over blocks b of row group g's scaled integer sums with token t of x (QuadReader's
-    options; q8_0_x as quads_dot_intrinsic's): d_w[g, b, r] * d_x[t, b] * (isum -
-    x_offsets[t, b]), or, with_min and m_w not empty, d_w * d_x * isum + m_w[g, b, r] *
-    s_x[t, b], in add_offset_sums' / nibble_group's order. acc float32 [ROWS]; q_w uint8
-    [groups, blocks, quad rows, 4 * ROWS]; d_w, m_w uint16 (f16 bits) [groups, blocks,
-    ROWS]; x int8 [tokens, n_in]; d_x, s_x float32 and x_offsets int32 [tokens, blocks]
-    of any layout (x_offsets unread where the minimums are used, s_x elsewhere)."""
+                        q8_0_x=False):
+    """An intrinsic (acc, q_w, d_w, g, x, d_x, x_offsets, t): acc[r] = the sum over
+    blocks b of row group g's scaled integer sums with token t of x (QuadReader's
+    options; q8_0_x as quads_dot_intrinsic's), d_w[g, b, r] * d_x[t, b] * (isum -
+    x_offsets[t, b]) in add_offset_sums' order. acc float32 [ROWS]; q_w uint8 [groups,
+    blocks, quad rows, 4 * ROWS]; d_w uint16 (f16 bits) [groups, blocks, ROWS]; x int8
+    [tokens, n_in]; d_x float32 and x_offsets int32 [tokens, blocks], of any layout."""
     max_u = _max_u(nibbles, table, high_bits)
 
-    def typer(typingctx, acc, q_w, d_w, m_w, g, x, d_x, s_x, x_offsets, t):
+    def typer(typingctx, acc, q_w, d_w, g, x, d_x, x_offsets, t):
         if not (is_c_array(acc, types.float32, 1) and is_c_array(q_w, types.uint8, 4)
-                and is_c_array(d_w, types.uint16, 3) and is_c_array(m_w, types.uint16, 3)
-                and is_c_array(x, types.int8, 2) and _is_matrix(d_x, types.float32)
-                and _is_matrix(s_x, types.float32) and _is_matrix(x_offsets, types.int32)):
+                and is_c_array(d_w, types.uint16, 3) and is_c_array(x, types.int8, 2)
+                and _is_matrix(d_x, types.float32) and _is_matrix(x_offsets, types.int32)):
             return None
-        return types.void(acc, q_w, d_w, m_w, types.intp, x, d_x, s_x, x_offsets,
-                          types.intp), codegen
+        return types.void(acc, q_w, d_w, types.intp, x, d_x, x_offsets, types.intp), codegen
 
     def codegen(context, builder, signature, args):
-        arrays = [context.make_array(signature.args[i])(context, builder, args[i])
-                  if i not in (4, 9) else None for i in range(10)]
-        acc_a, q_a, d_a, m_a, _, x_a, dx_a, sx_a, xo_a, _ = arrays
-        g, t = args[4], args[9]
+        acc_a, q_a, d_a, _, x_a, dx_a, xo_a, _ = [
+            context.make_array(signature.args[i])(context, builder, args[i])
+            if i not in (3, 7) else None for i in range(8)]
+        g, t = args[3], args[7]
         chunk = simd.chunk_rows(context, ROWS)
         const = QuadReader.const
         n_blocks, n_krows = (builder.extract_value(q_a.shape, i) for i in (1, 2))
@@ -66,42 +64,22 @@ def group_dot_intrinsic(name, n_quads, nibbles, doc, table=None, high_bits=False
         accs = [cgutils.alloca_once_value(builder, llvm_ir.Constant(floats, None))
                 for _ in range(ROWS // chunk)]
 
-        def blocks(use_min):
-            with cgutils.for_range(builder, n_blocks) as loop:
-                b = loop.index
-                row = builder.mul(b, n_krows)
-                x_quads = {k: reader.x_quad(t, builder.add(builder.mul(b, const(BLOCK)),
-                                                           const(k)))
-                           for k in range(0, BLOCK, 4)}
-                d_x = scales.splat(_element(builder, dx_a, t, b), chunk)
-                minimum = _element(builder, sx_a, t, b) if use_min else None
-                offset = None if use_min else _element(builder, xo_a, t, b)
-                for c, acc in enumerate(accs):
-                    parts = [part for k in range(n_quads)
-                             for part in reader.operands(row, n_quads, k, const(c))]
-                    isum = simd.quad_dots(context, builder, llvm_ir.Constant(reader.rows32, None),
-                                          [(w, x_quads[k]) for w, k in parts],
-                                          max_u=max_u, signed=q8_0_x)
-                    scale = builder.fmul(scales.load(d_a, b, c), d_x)
-                    if use_min:
-                        term = builder.fadd(
-                            builder.fmul(scale, builder.sitofp(isum, floats)),
-                            builder.fmul(scales.load(m_a, b, c),
-                                         scales.splat(minimum, chunk)))
-                    else:
-                        isum = builder.sub(isum, scales.splat(offset, chunk))
-                        term = builder.fmul(scale, builder.sitofp(isum, floats))
-                    builder.store(builder.fadd(builder.load(acc), term), acc)
-
-        if with_min:
-            has_min = builder.icmp_unsigned("!=", builder.extract_value(m_a.shape, 0), const(0))
-            with builder.if_else(has_min) as (then, otherwise):
-                with then:
-                    blocks(True)
-                with otherwise:
-                    blocks(False)
-        else:
-            blocks(False)
+        with cgutils.for_range(builder, n_blocks) as loop:
+            b = loop.index
+            row = builder.mul(b, n_krows)
+            x_quads = {k: reader.x_quad(t, builder.add(builder.mul(b, const(BLOCK)), const(k)))
+                       for k in range(0, BLOCK, 4)}
+            d_x = scales.splat(_element(builder, dx_a, t, b), chunk)
+            offset = scales.splat(_element(builder, xo_a, t, b), chunk)
+            for c, acc in enumerate(accs):
+                parts = [part for k in range(n_quads)
+                         for part in reader.operands(row, n_quads, k, const(c))]
+                isum = simd.quad_dots(context, builder, llvm_ir.Constant(reader.rows32, None),
+                                      [(w, x_quads[k]) for w, k in parts],
+                                      max_u=max_u, signed=q8_0_x)
+                scale = builder.fmul(scales.load(d_a, b, c), d_x)
+                term = builder.fmul(scale, builder.sitofp(builder.sub(isum, offset), floats))
+                builder.store(builder.fadd(builder.load(acc), term), acc)
         acc_ptr = builder.bitcast(acc_a.data, llvm_ir.FloatType().as_pointer())
         for c, acc in enumerate(accs):
             builder.store(builder.load(acc), builder.bitcast(

@@ -9,7 +9,7 @@ the Q8_0 layout of int8 values read 34 (measured in the commits that made each).
 import numpy as np
 from numba import njit, prange
 
-from . import group_dot, launch
+from . import launch
 from .common import F16_TO_F32, f16_to_f32
 from .interleave import (ROWS, TOKENS, add_offset_sums, n_groups, pack_byte_quads, pack_f16_bits,
                          q8_0_offset, quads_dot_intrinsic, scaled_block_sums, store_group)
@@ -39,17 +39,6 @@ kvalue_quads_dot = quads_dot_intrinsic("kvalue_quads_dot", 4, True, """kvalue_qu
                                         table=_KVALUES + KVALUE_OFFSET, q8_0_x=True)
 
 
-nibble_group_dot = group_dot.group_dot_intrinsic("nibble_group_dot", 4, True, """nibble_group_dot(
-    acc, q_w, d_w, m_w, g, qs, d, sums, x_offsets, t): nibble_group's float sums of token t
-    for row group g, in registers (group_dot.py), Q4_0 and Q4_1.""", with_min=True)
-five_bit_group_dot = group_dot.group_dot_intrinsic("five_bit_group_dot", 4, True, """
-    five_bit_group_dot: nibble_group_dot for Q5_0 (five_bit_quads_dot's operands).""",
-                                                   high_bits=True)
-kvalue_group_dot = group_dot.group_dot_intrinsic("kvalue_group_dot", 4, True, """
-    kvalue_group_dot: nibble_group_dot for IQ4_NL (kvalue_quads_dot's operands).""",
-                                                 table=_KVALUES + KVALUE_OFFSET, q8_0_x=True)
-
-
 @njit(cache=True, nogil=True)
 def nibble_offsets(d_w, m_w, q_w, offset, qs):
     """Q4_0's (IQ4_NL's, Q5_0's) offset * sum(q8) per block (none for Q4_1: empty), once
@@ -65,15 +54,6 @@ def nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g):
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
     acc = np.empty((TOKENS, n_rows), np.float32)
-    if n_tokens == 1 and group_dot.FUSED:  # decode
-        if offset == KVALUE_OFFSET:
-            kvalue_group_dot(acc[0], q_w, d_w, m_w, g, qs, d, sums, x_offsets, 0)
-        elif offset == FIVE_BIT_OFFSET:
-            five_bit_group_dot(acc[0], q_w, d_w, m_w, g, qs, d, sums, x_offsets, 0)
-        else:
-            nibble_group_dot(acc[0], q_w, d_w, m_w, g, qs, d, sums, x_offsets, 0)
-        store_group(out, acc, 0, 1, g)
-        return
     isum = np.empty((TOKENS, n_rows), np.int32)
     d_b, m_b = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
     for t0 in range(0, n_tokens, TOKENS):

@@ -102,8 +102,8 @@ def packed_offsets(d_w, q_w, qs):
 
 
 q8_0_group_dot = group_dot.group_dot_intrinsic("q8_0_group_dot", 8, False, """q8_0_group_dot(
-    acc, q_w, d_w, d_w, g, qs, d, sums, x_offsets, t): packed_group's float sums of token t
-    for row group g, in registers (group_dot.py).""", q8_0_x=True)
+    acc, q_w, d_w, g, qs, d, x_offsets, t): packed_group's float sums of token t for row
+    group g, in registers (group_dot.py).""", q8_0_x=True)
 
 
 @njit(cache=True, nogil=True)
@@ -112,7 +112,7 @@ def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     acc = np.empty((interleave.TOKENS, n_rows), np.float32)
     if n_tokens == 1 and group_dot.FUSED:  # decode
-        q8_0_group_dot(acc[0], q_w, d_w, d_w, g, qs, d, sums, x_offsets, 0)
+        q8_0_group_dot(acc[0], q_w, d_w, g, qs, d, x_offsets, 0)
         interleave.store_group(out, acc, 0, 1, g)
         return
     isum = np.empty((interleave.TOKENS, n_rows), np.int32)
