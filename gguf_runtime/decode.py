@@ -148,19 +148,21 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
     plan = launch.deref(plan_address, plan_type)
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
+    span = matmul.share_span(mats[0], sync, part)  # what this thread reads next
     if _serial(sync, np.int64(0), part):
         positions[0] = pos
         matmul.quantize_input(mats[0], xb)
         matmul.quantize_input(mats[1], xb)
         matmul.quantize_input(mats[2], xb)
         region.finish(sync, 0)
-    region.wait(sync, 0, 1)
+    region.wait_prefetching(sync, 0, 1, span, 0)
     matmul.row_groups(mats[0], addresses[MATS + 0], sync, np.int64(1), part)
     matmul.row_groups(mats[1], addresses[MATS + 1], sync, np.int64(2), part)
     matmul.row_groups(mats[2], addresses[MATS + 2], sync, np.int64(3), part)
-    matmul.wait_groups(mats[0], sync, np.int64(1))
-    matmul.wait_groups(mats[1], sync, np.int64(2))
-    matmul.wait_groups(mats[2], sync, np.int64(3))
+    span = matmul.share_span(mats[3], sync, part)
+    at = matmul.wait_groups(mats[0], sync, np.int64(1), span, 0)
+    at = matmul.wait_groups(mats[1], sync, np.int64(2), span, at)
+    at = matmul.wait_groups(mats[2], sync, np.int64(3), span, at)
     if _serial(sync, np.int64(4), part):
         matmul.add_bias(mats[0])
         matmul.add_bias(mats[1])
@@ -168,24 +170,25 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
         _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_prescale,
                         positions)
         region.finish(sync, 4)
-    region.wait(sync, 4, 1)
-    split = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses,
-                             sync, np.int64(5), part)
+    at = region.wait_prefetching(sync, 4, 1, span, at)
+    split, at = _attention_items(q, keys, values, pos, attn, n_threads, att, partials,
+                                 addresses, sync, np.int64(5), part, span, at)
     if _serial(sync, np.int64(6), part):
         if split:
             flash_attention.reduce_partials(partials, att)
         matmul.quantize_input(mats[3], att)
         region.finish(sync, 6)
-    region.wait(sync, 6, 1)
+    region.wait_prefetching(sync, 6, 1, span, at)
     matmul.row_groups(mats[3], addresses[MATS + 3], sync, np.int64(7), part)
-    matmul.wait_groups(mats[3], sync, np.int64(7))
+    span = matmul.share_span(mats[4], sync, part)
+    at = matmul.wait_groups(mats[3], sync, np.int64(7), span, 0)
     if _serial(sync, np.int64(8), part):
         matmul.add_bias(mats[3])
         layers.residual_norm_row(x[0], proj[0], norms[2], eps, norms[3], xb[0])
         matmul.quantize_input(mats[4], xb)
         matmul.quantize_input(mats[5], xb)
         region.finish(sync, 8)
-    region.wait(sync, 8, 1)
+    region.wait_prefetching(sync, 8, 1, span, at)
     _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
     if _serial(sync, np.int64(13), part):  # the next layer waits for it
         matmul.add_bias(mats[6])
@@ -198,17 +201,18 @@ def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
     """Steps 9-12: gate and up, the activation, down."""
     matmul.row_groups(mats[4], addresses[MATS + 4], sync, np.int64(9), part)
     matmul.row_groups(mats[5], addresses[MATS + 5], sync, np.int64(10), part)
-    matmul.wait_groups(mats[4], sync, np.int64(9))
-    matmul.wait_groups(mats[5], sync, np.int64(10))
+    span = matmul.share_span(mats[6], sync, part)
+    at = matmul.wait_groups(mats[4], sync, np.int64(9), span, 0)
+    at = matmul.wait_groups(mats[5], sync, np.int64(10), span, at)
     if _serial(sync, np.int64(11), part):
         matmul.add_bias(mats[4])
         matmul.add_bias(mats[5])
         layers.gated_row(gate[0], up[0], gelu, hidden[0])
         matmul.quantize_input(mats[6], hidden)
         region.finish(sync, 11)
-    region.wait(sync, 11, 1)
+    region.wait_prefetching(sync, 11, 1, span, at)
     matmul.row_groups(mats[6], addresses[MATS + 6], sync, np.int64(12), part)
-    matmul.wait_groups(mats[6], sync, np.int64(12))
+    matmul.wait_groups(mats[6], sync, np.int64(12), (np.int64(0), np.int64(0)), 0)
 
 
 @njit(cache=True, nogil=True)
@@ -229,11 +233,11 @@ def _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_presca
 
 @njit(cache=True, nogil=True)
 def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses, sync,
-                     step, part):
+                     step, part, span, cursor):
     """flash_attention.attention's work items for one token, claimed (step's counters),
-    waited for; whether they were the split-KV path's chunks (reduced afterwards). The
-    item functions are called through their addresses (load_steps gives them these
-    arguments' types)."""
+    waited for (prefetching span from cursor meanwhile); whether they were the split-KV
+    path's chunks (reduced afterwards), and the new cursor. The item functions are
+    called through their addresses (load_steps gives them these arguments' types)."""
     n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
     n_heads = q.shape[1] // head_dim
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
@@ -251,8 +255,7 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addre
                                                     n_heads // n_head_kv, kq_scale, True, att, i))
         region.finish(sync, step)
         i = region.claim(sync, step, n_items, part)
-    region.wait(sync, step, n_items)
-    return split
+    return split, region.wait_prefetching(sync, step, n_items, span, cursor)
 
 
 def layer_plans(tr):

@@ -19,6 +19,7 @@ A step's counters are a row of `sync` (new_sync: zeroed before the region), each
 cache line of its own: finished items, then the claims of each thread's share.
 """
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.extending import intrinsic
 
@@ -69,12 +70,12 @@ def atomic_load(typingctx, array, index):
 def claim(sync, step, n_items, part):
     """The next of step's n_items for the thread of share `part`: from its own share
     while it lasts, then from the others'; n_items when none is left."""
-    n_parts = sync.shape[1] // _LINE - 1
-    for k in range(n_parts):
-        p = (part + k) % n_parts
-        item = p * n_items // n_parts + atomic_add(sync, step * sync.shape[1] + (1 + p) * _LINE,
+    parts = n_parts(sync)
+    for k in range(parts):
+        p = (part + k) % parts
+        item = p * n_items // parts + atomic_add(sync, step * sync.shape[1] + (1 + p) * _LINE,
                                                    np.int64(1))
-        if item < (p + 1) * n_items // n_parts:
+        if item < (p + 1) * n_items // parts:
             return item
     return n_items
 
@@ -90,6 +91,45 @@ def wait(sync, step, n_items):
     """Until n_items of step are done."""
     while atomic_load(sync, step * sync.shape[1]) < n_items:
         pass
+
+
+@intrinsic
+def prefetch(typingctx, address):
+    """A hint to bring the 64-byte line at address (int64) toward this core's caches
+    (llvm.prefetch: a read, locality 2, data); it never faults, whatever the address."""
+    if address != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = builder.inttoptr(args[0], llvm_ir.IntType(8).as_pointer())
+        i32 = llvm_ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [pointer.type], llvm_ir.FunctionType(
+            llvm_ir.VoidType(), [pointer.type, i32, i32, i32]))
+        builder.call(fn, [pointer, i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+    return types.void(types.int64), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def wait_prefetching(sync, step, n_items, span, cursor):
+    """wait, meanwhile bringing span = (address, n_bytes), the weights this thread reads
+    next, toward its caches: one line a check, from byte `cursor` on; the new cursor.
+    A thread waits for another to finish a serial step or its last row group (17-21%
+    of each thread's time in SmolLM2 Q4_0's layers, counted per step with the cycle
+    counter); the memory bus is idle meanwhile. In one process alternating per token,
+    2 threads: SmolLM2 Q4_0 layers 7.11 -> 6.98 ms, Q8_0 15.47 -> 15.04 (a slow phase)."""
+    address, n_bytes = span
+    while atomic_load(sync, step * sync.shape[1]) < n_items:
+        if cursor < n_bytes:
+            prefetch(address + cursor)
+            cursor += 64
+    return cursor
+
+
+@njit(cache=True, nogil=True, inline="always")
+def n_parts(sync):
+    """The number of threads sharing sync's steps (claim's shares)."""
+    return sync.shape[1] // _LINE - 1
 
 
 @njit(cache=True, nogil=True)

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 
 import quant_formats
-from gguf_runtime import decode_matmul
+from gguf_runtime import decode_matmul, region
 from quant_formats import launch
 
 
@@ -41,3 +41,15 @@ def test_every_decode_layout_maps_to_its_module_kernel():
             decode_matmul._group_at(kind, address, layout_bytes.ctypes.data, qs, d, sums,
                                     x_offsets_region, got, g)
         assert np.array_equal(got, want), qtype.name
+
+
+def test_share_span_is_the_start_of_the_thread_s_own_groups():
+    """Nine row groups of 100 bytes' quants at address 1000, two threads: region.claim's
+    shares are groups 0-3 and 4-8; a span is capped at PREFETCH_BYTES."""
+    absent = decode_matmul.absent_spec()
+    spec = absent[:3] + (9,) + absent[4:9] + (1000, 100)
+    sync = region.new_sync(1, 2)
+    assert decode_matmul.share_span(spec, sync, 0) == (1000, 400)
+    assert decode_matmul.share_span(spec, sync, 1) == (1400, 500)
+    cap = decode_matmul.PREFETCH_BYTES
+    assert decode_matmul.share_span(spec[:9] + (1000, cap), sync, 1) == (1000 + 4 * cap, cap)

@@ -1,6 +1,8 @@
 """gguf_runtime/region.py: work claimed from atomic counters inside one parallel region."""
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numba
@@ -82,3 +84,30 @@ def test_unbox_borrows_the_boxed_arrays():
         _run(2, taken, order, out, flags)
     assert (taken == 100).all()
     assert [sys.getrefcount(a) for a in (taken, order, out)] == before
+
+
+@njit(cache=True, nogil=True)
+def _wait_prefetching(sync, span, cursor):
+    return region.wait_prefetching(sync, 0, 1, span, cursor)
+
+
+def test_wait_prefetching_reads_ahead_only_while_it_waits_and_within_its_span():
+    """A finished step: the cursor comes back as it was. A step another thread finishes
+    0.2 s later: the cursor has walked the whole span a line a check and stopped at its
+    end (an array this test owns); an empty span is never read."""
+    weights = np.zeros(64 * 1024, np.uint8)
+    finish = njit(lambda s: region.finish(s, 0))
+    sync = region.new_sync(1, 2)
+    finish(sync)
+    span = (np.int64(weights.ctypes.data), np.int64(weights.nbytes))
+    assert _wait_prefetching(sync, span, np.int64(128)) == 128
+    for n_bytes in (weights.nbytes, 0):
+        sync, result = region.new_sync(1, 2), []
+        span = (np.int64(weights.ctypes.data), np.int64(n_bytes))
+        waiter = threading.Thread(target=lambda: result.append(
+            _wait_prefetching(sync, span, np.int64(0))))
+        waiter.start()
+        time.sleep(0.2)
+        finish(sync)
+        waiter.join()
+        assert result == [n_bytes]
