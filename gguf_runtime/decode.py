@@ -62,9 +62,7 @@ def decode_layers(steps, plan_addresses, sync, partials, pos, n_threads):
     for j in range(flat.shape[0]):
         flat[j] = 0
     for part in prange(n_threads):
-        for il in range(plan_addresses.shape[0]):
-            if il:  # the layer's input is the last one's output (its step 13)
-                region.wait(sync[il - 1], 13, 1)
+        for il in range(plan_addresses.shape[0]):  # each returns once its step 13 is done
             launch.call_at(steps, (plan_addresses[il], launch.no_value(), pos, n_threads,
                                    sync[il], partials, np.int64(part)))
 
@@ -116,7 +114,7 @@ def load_steps(plan):
     compiled for the plan's types (or loaded from Numba's cache): on the first token
     decoded, so a run that only prefills never loads them. Each function's arguments
     here are those _layer_steps passes it, so the types are the ones it calls with."""
-    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
+    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, _, addresses = plan
     for slot, spec in enumerate(mats, MATS):
         addresses[slot] = matmul.group_address(spec)
     q, att = bufs[2], bufs[5]
@@ -143,10 +141,12 @@ def _serial(sync, step, part):
 @njit(cache=True, nogil=True)
 def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
     """One thread's walk through the steps of the layer whose plan is at plan_address
-    (decode_layers' region; plan_type: a launch.TypeArg). Called through its address
-    (load_steps), not linked into decode_layers: see launch.call_at."""
+    (decode_layers' region; plan_type: a launch.TypeArg), until its step 13 (the next
+    layer's input) is done. Called through its address (load_steps), not linked into
+    decode_layers: see launch.call_at."""
     plan = launch.deref(plan_address, plan_type)
-    bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses = plan
+    (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, next_qkv,
+     addresses) = plan
     x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
     span = matmul.share_span(mats[0], sync, part)  # what this thread reads next
     if _serial(sync, np.int64(0), part):
@@ -189,16 +189,19 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
         matmul.quantize_input(mats[5], xb)
         region.finish(sync, 8)
     region.wait_prefetching(sync, 8, 1, span, at)
-    _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part)
-    if _serial(sync, np.int64(13), part):  # the next layer waits for it
+    span = matmul.share_span(next_qkv, sync, part)  # the next layer's first reads
+    at = _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part, span)
+    if _serial(sync, np.int64(13), part):  # the next layer's input
         matmul.add_bias(mats[6])
         layers.residual_norm_row(x[0], proj[0], norms[4], eps, norms[5], xb[0])
         region.finish(sync, 13)
+    region.wait_prefetching(sync, 13, 1, span, at)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
-    """Steps 9-12: gate and up, the activation, down."""
+def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part, next_span):
+    """Steps 9-12: gate and up, the activation, down; prefetching next_span from the
+    end of down's wait; the cursor."""
     matmul.row_groups(mats[4], addresses[MATS + 4], sync, np.int64(9), part)
     matmul.row_groups(mats[5], addresses[MATS + 5], sync, np.int64(10), part)
     span = matmul.share_span(mats[6], sync, part)
@@ -212,7 +215,7 @@ def _ffn_steps(mats, addresses, gate, up, hidden, gelu, sync, part):
         region.finish(sync, 11)
     region.wait_prefetching(sync, 11, 1, span, at)
     matmul.row_groups(mats[6], addresses[MATS + 6], sync, np.int64(12), part)
-    matmul.wait_groups(mats[6], sync, np.int64(12), (np.int64(0), np.int64(0)), 0)
+    return matmul.wait_groups(mats[6], sync, np.int64(12), next_span, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -261,18 +264,24 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addre
 def layer_plans(tr):
     """Each layer's plan for decode_layers, None for a layer the batch path must run (a
     matrix without a decode layout), all None with a q8_0 cache. A plan: (bufs, mats,
-    norms, keys, values, attn, rope_args, eps, gelu, q_prescale, addresses). bufs: x,
-    xb, q, k, v, att, proj, gate, up, hidden (rows [1, width]; q, k, v are views of one
-    fused output where Q, K, V are fused, likewise gate, up) and positions (int64 [1]).
+    norms, keys, values, attn, rope_args, eps, gelu, q_prescale, next_qkv, addresses).
+    bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows [1, width]; q, k, v are views
+    of one fused output where Q, K, V are fused, likewise gate, up) and positions (int64
+    [1]).
     mats: specs of Q, K, V, O, gate, up, down. norms: q_norm, k_norm, attn_post,
     ffn_norm, ffn_post, next_norm (empty where the model has none). attn: n_cells,
     window, n_head_kv, head_dim, head_dim_v, kq_scale. rope_args: head_dim, n_rot,
-    base, scale, neox. addresses: int64 [N_ADDRESSES], the functions the region calls
-    (load_steps)."""
+    base, scale, neox. next_qkv: the next layer's first spec (its weights prefetched
+    while a thread waits at this layer's end). addresses: int64 [N_ADDRESSES], the
+    functions the region calls (load_steps)."""
     if (tr.cache_type_k, tr.cache_type_v) != ("f16", "f16"):
         return [None] * tr.cfg.n_layer
     positions = np.zeros(1, np.int64)
-    return [_layer_plan(tr, il, positions) for il in range(tr.cfg.n_layer)]
+    plans = [_layer_plan(tr, il, positions) for il in range(tr.cfg.n_layer)]
+    # next_qkv: an absent spec for the last layer and before a batch layer
+    nexts = [plan[1][0] if plan is not None else matmul.absent_spec() for plan in plans[1:]]
+    return [None if plan is None else plan[:-1] + (next_qkv, plan[-1])
+            for plan, next_qkv in zip(plans, nexts + [matmul.absent_spec()])]
 
 
 def _layer_plan(tr, il, positions):
