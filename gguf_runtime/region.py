@@ -103,8 +103,8 @@ def prefetch(typingctx, address):
     def codegen(context, builder, sig, args):
         pointer = builder.inttoptr(args[0], llvm_ir.IntType(8).as_pointer())
         i32 = llvm_ir.IntType(32)
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [pointer.type], llvm_ir.FunctionType(
-            llvm_ir.VoidType(), [pointer.type, i32, i32, i32]))
+        fn_type = llvm_ir.FunctionType(llvm_ir.VoidType(), [pointer.type, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [pointer.type], fn_type)
         builder.call(fn, [pointer, i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
     return types.void(types.int64), codegen
@@ -116,8 +116,9 @@ def wait_prefetching(sync, step, n_items, span, cursor):
     next, toward its caches: one line a check, from byte `cursor` on; the new cursor.
     A thread waits for another to finish a serial step or its last row group (17-21%
     of each thread's time in SmolLM2 Q4_0's layers, counted per step with the cycle
-    counter); the memory bus is idle meanwhile. In one process alternating per token,
-    2 threads: SmolLM2 Q4_0 layers 7.11 -> 6.98 ms, Q8_0 15.47 -> 15.04 (a slow phase)."""
+    counter); the memory bus is idle meanwhile. Against no prefetching, in one process
+    alternating per token, 2 threads, a slow phase: SmolLM2 Q4_0 layers 9.22 -> 8.60 and
+    8.53 -> 8.43 ms, Q8_0 15.48 -> 14.72, gemma3 10.88 -> 10.73 (README, session 16)."""
     address, n_bytes = span
     while atomic_load(sync, step * sync.shape[1]) < n_items:
         if cursor < n_bytes:
