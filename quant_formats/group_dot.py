@@ -19,25 +19,25 @@ from numba.extending import intrinsic
 
 from . import simd
 from .common import _NATIVE_F16, is_c_array
-from .interleave import ROWS, QuadReader, _max_u
+from .interleave import ROWS, QuadReader
 
-from .simd import I8 as _I8, I16 as _I16, I32 as _I32
+from .simd import I8 as _I8, I16 as _I16
 
 # Where the CPU converts f16 in one instruction (common._native_f16): the fused path
 # converts a chunk of scales as a vector; elsewhere the group functions' loop does it.
 FUSED = _NATIVE_F16
-BLOCK = 32  # weights a block (every format group_dot serves)
+BLOCK = 32  # weights a Q8_0 block
 
 
-def group_dot_intrinsic(name, n_quads, nibbles, doc, table=None, high_bits=False,
-                        q8_0_x=False):
-    """An intrinsic (acc, q_w, d_w, g, x, d_x, x_offsets, t): acc[r] = the sum over
-    blocks b of row group g's scaled integer sums with token t of x (QuadReader's
-    options; q8_0_x as quads_dot_intrinsic's), d_w[g, b, r] * d_x[t, b] * (isum -
-    x_offsets[t, b]) in add_offset_sums' order. acc float32 [ROWS]; q_w uint8 [groups,
-    blocks, quad rows, 4 * ROWS]; d_w uint16 (f16 bits) [groups, blocks, ROWS]; x int8
-    [tokens, n_in]; d_x float32 and x_offsets int32 [tokens, blocks], of any layout."""
-    max_u = _max_u(nibbles, table, high_bits)
+def group_dot_intrinsic(name, doc):
+    """An intrinsic (acc, q_w, d_w, g, x, d_x, x_offsets, t) on the Q8_0 layout's quads
+    (their bytes as operands, x within +-127: simd.signed_quad_dot's sums, as
+    q8_0_quads_dot): acc[r] = the sum over blocks b of row group g's scaled integer sums
+    with token t of x, d_w[g, b, r] * d_x[t, b] * (isum - x_offsets[t, b]) in
+    add_offset_sums' order. acc float32 [ROWS]; q_w uint8 [groups, blocks, 8, 4 * ROWS];
+    d_w uint16 (f16 bits) [groups, blocks, ROWS]; x int8 [tokens, n_in]; d_x float32 and
+    x_offsets int32 [tokens, blocks], of any layout."""
+    n_quads = BLOCK // 4
 
     def typer(typingctx, acc, q_w, d_w, g, x, d_x, x_offsets, t):
         if not (is_c_array(acc, types.float32, 1) and is_c_array(q_w, types.uint8, 4)
@@ -58,7 +58,7 @@ def group_dot_intrinsic(name, n_quads, nibbles, doc, table=None, high_bits=False
             builder.mul(g, builder.mul(n_blocks, builder.mul(n_krows, const(4 * ROWS))))])
         reader = QuadReader(context, builder, q_ptr,
                             builder.bitcast(x_a.data, _I8.as_pointer()),
-                            builder.extract_value(x_a.shape, 1), chunk, nibbles, table, high_bits)
+                            builder.extract_value(x_a.shape, 1), chunk, False, None, False)
         scales = Scales(builder, g, n_blocks, chunk)
         floats = llvm_ir.VectorType(llvm_ir.FloatType(), chunk)
         accs = [cgutils.alloca_once_value(builder, llvm_ir.Constant(floats, None))
@@ -69,14 +69,13 @@ def group_dot_intrinsic(name, n_quads, nibbles, doc, table=None, high_bits=False
             row = builder.mul(b, n_krows)
             x_quads = {k: reader.x_quad(t, builder.add(builder.mul(b, const(BLOCK)), const(k)))
                        for k in range(0, BLOCK, 4)}
-            d_x = scales.splat(_element(builder, dx_a, t, b), chunk)
-            offset = scales.splat(_element(builder, xo_a, t, b), chunk)
+            d_x = simd.splat(builder, _element(builder, dx_a, t, b), chunk)
+            offset = simd.splat(builder, _element(builder, xo_a, t, b), chunk)
             for c, acc in enumerate(accs):
                 parts = [part for k in range(n_quads)
                          for part in reader.operands(row, n_quads, k, const(c))]
                 isum = simd.quad_dots(context, builder, llvm_ir.Constant(reader.rows32, None),
-                                      [(w, x_quads[k]) for w, k in parts],
-                                      max_u=max_u, signed=q8_0_x)
+                                      [(w, x_quads[k]) for w, k in parts], signed=True)
                 scale = builder.fmul(scales.load(d_a, b, c), d_x)
                 term = builder.fmul(scale, builder.sitofp(builder.sub(isum, offset), floats))
                 builder.store(builder.fadd(builder.load(acc), term), acc)
@@ -120,11 +119,3 @@ class Scales:
             llvm_ir.VectorType(_I16, self.chunk).as_pointer()), align=2)
         halves = builder.bitcast(bits, llvm_ir.VectorType(llvm_ir.HalfType(), self.chunk))
         return builder.fpext(halves, llvm_ir.VectorType(llvm_ir.FloatType(), self.chunk))
-
-    def splat(self, value, n):
-        """value repeated in n lanes."""
-        vector = llvm_ir.VectorType(value.type, n)
-        first = self.builder.insert_element(llvm_ir.Constant(vector, llvm_ir.Undefined), value,
-                                            llvm_ir.Constant(_I32, 0))
-        return self.builder.shuffle_vector(first, llvm_ir.Constant(vector, llvm_ir.Undefined),
-                                           llvm_ir.Constant(llvm_ir.VectorType(_I32, n), None))

@@ -156,7 +156,6 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
         k0, n_k, o = args[2], args[3], args[5]
         q_ptr = builder.bitcast(q_a.data, i8.as_pointer())
         x_ptr = builder.bitcast(x_a.data, i8.as_pointer())
-        splat_mask = llvm_ir.Constant(llvm_ir.VectorType(i32, ROWS), None)
         x_first = builder.sub(o, k0)  # x[o + i] pairs with q_block[k0 + i]
 
         def term(k):  # sext(q_block[k, :]) * sext(x[o + k]), <ROWS x i16>
@@ -164,11 +163,7 @@ def int8_rows_dot(typingctx, out, q_block, k0, n_k, x, o):
             q = builder.load(builder.bitcast(row, llvm_ir.VectorType(i8, ROWS).as_pointer()),
                              align=1)
             xk = builder.sext(builder.load(builder.gep(x_ptr, [builder.add(x_first, k)])), i16)
-            xs = builder.insert_element(llvm_ir.Constant(rows16, llvm_ir.Undefined), xk,
-                                        llvm_ir.Constant(i32, 0))
-            xs = builder.shuffle_vector(xs, llvm_ir.Constant(rows16, llvm_ir.Undefined),
-                                        splat_mask)
-            return builder.mul(builder.sext(q, rows16), xs)
+            return builder.mul(builder.sext(q, rows16), simd.splat(builder, xk, ROWS))
         total = cgutils.alloca_once_value(builder, llvm_ir.Constant(rows32, None))
         two = llvm_ir.Constant(i64, 2)
         with cgutils.for_range_slice(builder, k0, builder.add(k0, n_k), two) as (k, _):
@@ -217,11 +212,6 @@ def store_group(out, acc, t0, n_t, g):
 
 
 TOKENS = 4  # tokens per quads_dot: 4 x 4 accumulators + 4 weight registers of 64 bytes
-
-
-def _max_u(nibbles, table, high_bits):
-    """The largest unsigned operand QuadReader gives for these options."""
-    return 255 if table is not None or not nibbles else 31 if high_bits else 15
 
 
 class QuadReader:
@@ -283,15 +273,11 @@ class QuadReader:
 
     def x_quad(self, token, at):
         """x[token, at .. at + 3] repeated chunk times (token, at: i64 values)."""
-        builder, rows32 = self.builder, self.rows32
+        builder = self.builder
         at = builder.add(builder.mul(token, self.x_stride), at)
         quad = builder.load(builder.bitcast(builder.gep(self.x_ptr, [at]), _I32.as_pointer()),
                             align=1)
-        splat = builder.insert_element(llvm_ir.Constant(rows32, llvm_ir.Undefined), quad,
-                                       llvm_ir.Constant(_I32, 0))
-        splat = builder.shuffle_vector(splat, llvm_ir.Constant(rows32, llvm_ir.Undefined),
-                                       llvm_ir.Constant(rows32, None))
-        return builder.bitcast(splat, self.quads8)
+        return builder.bitcast(simd.splat(builder, quad, self.chunk), self.quads8)
 
 
 def quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=None,
@@ -299,7 +285,7 @@ def quads_dot_intrinsic(name: str, n_quads: int, nibbles: bool, doc: str, table=
     """An intrinsic (out, q_block, k0, x, t0, n_tokens, o) over quads k0 .. k0 + n_quads
     - 1 of q_block (QuadReader's options nibbles, table, high_bits; q8_0_x: x within
     +-127, simd.signed_quad_dot's sums), documented by doc."""
-    max_u = _max_u(nibbles, table, high_bits)
+    max_u = 255 if table is not None or not nibbles else 31 if high_bits else 15
 
     def typer(typingctx, out, q_block, k0, x, t0, n_tokens, o):
         if not (is_c_array(out, types.int32, 2) and is_c_array(q_block, types.uint8, 2)

@@ -101,9 +101,9 @@ def packed_offsets(d_w, q_w, qs):
     return interleave.scaled_block_sums(qs, 32, interleave.q8_0_offset())
 
 
-q8_0_group_dot = group_dot.group_dot_intrinsic("q8_0_group_dot", 8, False, """q8_0_group_dot(
-    acc, q_w, d_w, g, qs, d, x_offsets, t): packed_group's float sums of token t for row
-    group g, in registers (group_dot.py).""", q8_0_x=True)
+q8_0_group_dot = group_dot.group_dot_intrinsic("q8_0_group_dot", """q8_0_group_dot(acc, q_w,
+    d_w, g, qs, d, x_offsets, t): packed_group's float sums of token t for row group g,
+    in registers (group_dot.py).""")
 
 
 @njit(cache=True, nogil=True)
@@ -213,8 +213,9 @@ def _rounded_rows(x, out):
     """dequantize(quantize(x)) in one pass, tokens across threads: quantize_rows' q
     and f16 scale, their product in f32 (the prefill path needs no int8 copy)."""
     for t in prange(x.shape[0]):
+        row = x[t]
         for b in range(x.shape[1] // 32):
-            d, inv = _block_scale(x[t], b)
+            d, inv = _block_scale(row, b)
             for j in range(32):
                 out[t, b * 32 + j] = np.float32(np.int8(np.rint(x[t, b * 32 + j] * inv))) * d
 

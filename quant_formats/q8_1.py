@@ -20,11 +20,12 @@ BLOCK_SIZE = 32
 @njit(cache=True, nogil=True)
 def block_sums(x, qs, s):
     for t in range(qs.shape[0]):
+        row = x[t]
         for b in range(s.shape[1]):
             total = np.int32(0)
             for j in range(32):
                 total += np.int32(qs[t, b * 32 + j])
-            amax = block_amax(x[t], b)
+            amax = block_amax(row, b)
             s[t, b] = f16_round(amax / np.float32(127.0) * np.float32(total))
 
 

@@ -66,6 +66,15 @@ def _strided_sum(builder, wide, stride):
     return total
 
 
+def splat(builder, value, n):
+    """<n x value's type>: value in every lane."""
+    vector = llvm_ir.VectorType(value.type, n)
+    first = builder.insert_element(llvm_ir.Constant(vector, llvm_ir.Undefined), value,
+                                   llvm_ir.Constant(I32, 0))
+    return builder.shuffle_vector(first, llvm_ir.Constant(vector, llvm_ir.Undefined),
+                                  llvm_ir.Constant(llvm_ir.VectorType(I32, n), None))
+
+
 def chunk_rows(context, rows: int) -> int:
     """Rows of a group whose quads one pass of interleave.quads_dot's loop takes: all of
     them with AVX-512's 32 registers (TOKENS tokens' sums of 64 rows fit: the layout's
