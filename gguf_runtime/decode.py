@@ -117,16 +117,16 @@ def load_steps(plan):
     bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, _, addresses = plan
     for slot, spec in enumerate(mats, MATS):
         addresses[slot] = matmul.group_address(spec)
-    q, att = bufs[2], bufs[5]
+    q, att, scratch = bufs[2], bufs[5], bufs[11]
     n_cells, window, n_head_kv, head_dim, head_dim_v, kq_scale = attn
     k_heads = keys.reshape(keys.shape[0], n_head_kv, head_dim)
     v_heads = values.reshape(values.shape[0], n_head_kv, head_dim_v)
     partials = flash_attention.new_partials(1, 1, head_dim_v)
     group = q.shape[1] // head_dim // n_head_kv
     addresses[ATTEND_HEAD] = launch.address_for(flash_attention.attend_query_head, (
-        q, k_heads, v_heads, 0, n_cells, window, group, kq_scale, True, att))
+        q, k_heads, v_heads, 0, n_cells, window, group, kq_scale, True, scratch, att))
     addresses[ATTEND_CHUNK] = launch.address_for(flash_attention.attend_kv_chunk, (
-        q, k_heads, v_heads, 0, n_cells, window, kq_scale, 0, 0, partials))
+        q, k_heads, v_heads, 0, n_cells, window, kq_scale, 0, 0, scratch, partials))
     addresses[STEPS] = launch.address_of(_layer_steps, (
         types.int64, launch.TypeArg(numba.typeof(plan)), types.int64, types.int64,
         types.Array(types.int64, 2, "C"), numba.typeof(partials), types.int64))
@@ -147,7 +147,7 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
     plan = launch.deref(plan_address, plan_type)
     (bufs, mats, norms, keys, values, attn, rope_args, eps, gelu, q_prescale, next_qkv,
      addresses) = plan
-    x, xb, q, k, v, att, proj, gate, up, hidden, positions = bufs
+    x, xb, q, k, v, att, proj, gate, up, hidden, positions, scratch = bufs
     span = matmul.share_span(mats[0], sync, part)  # what this thread reads next
     if _serial(sync, np.int64(0), part):
         positions[0] = pos
@@ -171,7 +171,7 @@ def _layer_steps(plan_address, plan_type, pos, n_threads, sync, partials, part):
                         positions)
         region.finish(sync, 4)
     at = region.wait_prefetching(sync, 4, 1, span, at)
-    split, at = _attention_items(q, keys, values, pos, attn, n_threads, att, partials,
+    split, at = _attention_items(q, keys, values, pos, attn, n_threads, att, partials, scratch,
                                  addresses, sync, np.int64(5), part, span, at)
     if _serial(sync, np.int64(6), part):
         if split:
@@ -235,8 +235,8 @@ def _rope_and_store(q, k, v, norms, keys, values, attn, rope_args, eps, q_presca
 
 
 @njit(cache=True, nogil=True)
-def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addresses, sync,
-                     step, part, span, cursor):
+def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, scratch, addresses,
+                     sync, step, part, span, cursor):
     """flash_attention.attention's work items for one token, claimed (step's counters),
     waited for (prefetching span from cursor meanwhile); whether they were the split-KV
     path's chunks (reduced afterwards), and the new cursor. The item functions are
@@ -252,10 +252,12 @@ def _attention_items(q, keys, values, pos, attn, n_threads, att, partials, addre
     while i < n_items:
         if split:
             launch.call_at(addresses[ATTEND_CHUNK], (q, k_heads, v_heads, pos, n_cells, window,
-                                                     kq_scale, n_view, n_threads, partials, i))
+                                                     kq_scale, n_view, n_threads, scratch,
+                                                     partials, i))
         else:
             launch.call_at(addresses[ATTEND_HEAD], (q, k_heads, v_heads, pos, n_cells, window,
-                                                    n_heads // n_head_kv, kq_scale, True, att, i))
+                                                    n_heads // n_head_kv, kq_scale, True,
+                                                    scratch, att, i))
         region.finish(sync, step)
         i = region.claim(sync, step, n_items, part)
     return split, region.wait_prefetching(sync, step, n_items, span, cursor)
@@ -266,8 +268,8 @@ def layer_plans(tr):
     matrix without a decode layout), all None with a q8_0 cache. A plan: (bufs, mats,
     norms, keys, values, attn, rope_args, eps, gelu, q_prescale, next_qkv, addresses).
     bufs: x, xb, q, k, v, att, proj, gate, up, hidden (rows [1, width]; q, k, v are views
-    of one fused output where Q, K, V are fused, likewise gate, up) and positions (int64
-    [1]).
+    of one fused output where Q, K, V are fused, likewise gate, up), positions (int64
+    [1]) and the attention items' scratch (flash_attention.new_scratch).
     mats: specs of Q, K, V, O, gate, up, down. norms: q_norm, k_norm, attn_post,
     ffn_norm, ffn_post, next_norm (empty where the model has none). attn: n_cells,
     window, n_head_kv, head_dim, head_dim_v, kq_scale. rope_args: head_dim, n_rot,
@@ -307,7 +309,8 @@ def _layer_plan(tr, il, positions):
     mats = qkv_specs + (matmul.spec(w.wo, proj),) + ffn_specs + (matmul.spec(w.ffn_down, proj),)
     if any(spec is None for spec in mats):
         return None
-    bufs = (st.x[:1], st.xb[:1], q, k, v, att, proj, gate, up, hidden, positions)
+    bufs = (st.x[:1], st.xb[:1], q, k, v, att, proj, gate, up, hidden, positions,
+            st.attn_scratch)
     next_norm = (tr.weights.layers[il + 1].attn_norm if il + 1 < cfg.n_layer
                  else tr.weights.output_norm)
     norms = tuple(layers.NO_WEIGHT if n is None else n for n in

@@ -4,9 +4,10 @@ accumulator, the online softmax's order, and the split-KV path one query takes
 over a view of 512+ cells. layers.attention_blas is the f32 tiled path of batches.
 """
 
+import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, types
+from numba import get_thread_id, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -138,30 +139,27 @@ def add_value_f16(acc, vrow, ms, vs):
 
 @njit(cache=True, nogil=True)
 def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scale,
-                      half_precision, out, i):
+                      half_precision, scratch, out, i):
     """attention's work item i: query row i // n_heads, head i % n_heads, over k_heads,
-    v_heads [cells, n_kv_heads, head_dim] into out."""
+    v_heads [cells, n_kv_heads, head_dim] into out; scratch: new_scratch's."""
     head_dim_k, head_dim_v = k_heads.shape[2], v_heads.shape[2]
     n_heads = q.shape[1] // head_dim_k
     t, h = i // n_heads, i % n_heads
     kh = h // group
-    qh = q[t, h * head_dim_k:(h + 1) * head_dim_k].copy()
-    if half_precision:
-        for j in range(head_dim_k):
-            qh[j] = f16_round(qh[j])
     p = pos0 + t
     first = max(0, p - window + 1) if window > 0 else 0
+    qh, acc, scores = _head_buffers(scratch, head_dim_k, head_dim_v, p + 1 - first)
+    for j in range(head_dim_k):
+        qh[j] = f16_round(q[t, h * head_dim_k + j]) if half_precision else q[t, h * head_dim_k + j]
     # every key's score first, then the online softmax over them in order: the same
     # values, but the dot products (independent of each other) are out of the chain of
     # dependent accumulator updates (a decode head 47 -> 31 ns per key, 1 thread)
-    scores = np.empty(p + 1 - first, np.float32)
     for kp in range(first, p + 1):
         krow = k_heads[kp % n_cells, kh]
         if half_precision:
             scores[kp - first] = dot_f16_lanes(krow, qh) * kq_scale
         else:
             scores[kp - first] = _dot_serial(krow, qh) * kq_scale
-    acc = np.zeros(head_dim_v, np.float32)
     m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
     total = np.float32(0.0)
     for kp in range(first, p + 1):
@@ -178,8 +176,41 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
         out[t, h * head_dim_v + j] = acc[j] * inv
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _head_buffers(scratch, head_dim_k, head_dim_v, n_keys):
+    """attend_query_head's query, zeroed accumulator and scores: views of this thread's
+    row of scratch."""
+    row = scratch[get_thread_id()]
+    acc = row[head_dim_k:head_dim_k + head_dim_v]
+    for j in range(head_dim_v):
+        acc[j] = 0
+    return row[:head_dim_k], acc, row[head_dim_k + head_dim_v:head_dim_k + head_dim_v + n_keys]
+
+
+def new_scratch(n_cells, group, head_dim_k, head_dim_v):
+    """The attention items' working memory, float32 [threads, width]: a row for each
+    thread Numba may run (numba.get_thread_id's), each holding a KV head's queries,
+    accumulators, running maxima and sums, and scores for every cell of a cache of
+    n_cells (llama_cells of it: the split-KV path's view). Allocated once per model,
+    not per item: decoding SmolLM2 allocated ~800 arrays a token."""
+    return np.zeros((numba.config.NUMBA_NUM_THREADS,
+                     _scratch_width(n_cells, group, head_dim_k, head_dim_v)), np.float32)
+
+
+def _scratch_width(n_cells, group, head_dim_k, head_dim_v):
+    return group * (head_dim_k + head_dim_v + 2 + llama_cells(n_cells))
+
+
+def check_scratch(scratch, n_cells, group, head_dim_k, head_dim_v):
+    """Whether scratch (new_scratch's) holds a row for each of the caller's threads, as
+    wide as the items read and write: the kernels check no bounds."""
+    return (scratch.dtype == np.float32 and scratch.ndim == 2 and scratch.flags.c_contiguous
+            and scratch.shape[0] >= numba.get_num_threads()
+            and scratch.shape[1] >= _scratch_width(n_cells, group, head_dim_k, head_dim_v))
+
+
 def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k, head_dim_v,
-              kq_scale, n_threads, out):
+              kq_scale, n_threads, out, scratch=None):
     """Causal attention of every query row (positions pos0..) and head over the
     cached keys; keys live at cache row pos % n_cells. A window > 0 limits a
     query at p to keys with p - key < window (llama-hparams.h is_masked_swa).
@@ -188,8 +219,14 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
     query over a view of SPLIT_KV_MIN+ cells takes the split-KV path, one chunk of
     cells for each of n_threads (llama.cpp decoding past position 255 of a cache of
     512+; its chunks follow its thread count, so do ours). One parallel loop over
-    the (query, head) items (launch.run_items)."""
+    the (query, head) items (launch.run_items). scratch: new_scratch's for these
+    sizes (a new one if None)."""
     n_tokens = q.shape[0]
+    group = q.shape[1] // head_dim_k // n_kv_heads
+    if scratch is None:
+        scratch = new_scratch(n_cells, group, head_dim_k, head_dim_v)
+    if not check_scratch(scratch, n_cells, group, head_dim_k, head_dim_v):
+        raise ValueError(f"attention: scratch {scratch.shape} too small for its items")
     # rows per KV head as C-contiguous views: k_cache[c, a:b] is typed as a strided
     # ('A') array, whose dot product did not vectorize (4x slower, measured)
     k_heads = k_cache.reshape(k_cache.shape[0], n_kv_heads, head_dim_k)
@@ -198,13 +235,14 @@ def attention(q, k_cache, v_cache, pos0, n_cells, window, n_kv_heads, head_dim_k
     if n_view:
         partials = new_partials(q.shape[1] // head_dim_k, n_threads, head_dim_v)
         launch.run_items(attend_kv_chunk, (q, k_heads, v_heads, pos0, n_cells, window, kq_scale,
-                                           n_view, n_threads, partials), n_kv_heads * n_threads)
+                                           n_view, n_threads, scratch, partials),
+                         n_kv_heads * n_threads)
         reduce_partials(partials, out)
         return
     n_heads = q.shape[1] // head_dim_k
-    launch.run_items(attend_query_head, (q, k_heads, v_heads, pos0, n_cells, window,
-                                         n_heads // n_kv_heads, kq_scale,
-                                         n_tokens < FA_TILE_Q, out), n_tokens * n_heads)
+    launch.run_items(attend_query_head, (q, k_heads, v_heads, pos0, n_cells, window, group,
+                                         kq_scale, n_tokens < FA_TILE_Q, scratch, out),
+                     n_tokens * n_heads)
 
 
 # ggml-cpu/ops.cpp ggml_compute_forward_flash_attn_ext_f16: one query row over a K/V
@@ -234,53 +272,80 @@ def kv_view(pos, n_cells):
 
 @njit(cache=True, nogil=True)
 def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view, n_chunks,
-                    partials, i):
+                    scratch, partials, i):
     """The split-KV path's work item i (one query at position pos over cells 0..n_view-1
     in n_chunks chunks of cells, as ggml's: each chunk runs the one-chunk online softmax,
     Q and the V accumulator in f16, over its unmasked cells in cell order; then
     reduce_partials): KV head i // n_chunks over chunk i % n_chunks of the cells (cell
     c of llama.cpp's cache (llama_cells) holds the latest position <= pos congruent to
     c, found in our row position % n_cells; masked if unused or outside the window), its
-    query heads' (M, S, V) into partials [n_heads, n_chunks, 2 + head_dim_v].
+    query heads' (M, S, V) into partials [n_heads, n_chunks, 2 + head_dim_v]; scratch:
+    new_scratch's.
     A KV head's query heads together: one pass over its rows, and their f16 accumulators'
     updates (a chain of dependent rounding steps per position, latency-bound one head at a
     time) overlap (per pair 55 -> ~35 ns, measured)."""
     n_kv_heads, head_dim_k, head_dim_v = k_heads.shape[1], k_heads.shape[2], v_heads.shape[2]
     group = q.shape[1] // head_dim_k // n_kv_heads
     chunk = (n_view + n_chunks - 1) // n_chunks
-    size = llama_cells(n_cells)
     kh, ci = i // n_chunks, i % n_chunks
-    qg = np.empty((group, head_dim_k), np.float32)
+    c0, c1 = ci * chunk, min(ci * chunk + chunk, n_view)
+    qg, acc, m, total, scores = _chunk_buffers(scratch, group, head_dim_k, head_dim_v,
+                                               max(c1 - c0, 0))
     for g in range(group):
         for j in range(head_dim_k):
             qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
-    c0, c1 = ci * chunk, min(ci * chunk + chunk, n_view)
-    rows = np.empty(max(c1 - c0, 0), np.int64)  # the unmasked cells' rows, in cell order
-    n_rows = 0
+    n_rows = 0  # the unmasked cells, in cell order: every key's score first
     for c in range(c0, c1):
-        kp = pos - (pos - c) % size  # the position in llama.cpp's cell c
-        if kp >= 0 and not (window > 0 and pos - kp >= window):
-            rows[n_rows] = kp % n_cells
+        row = _chunk_row(pos, c, n_cells, window)
+        if row >= 0:
+            for g in range(group):
+                scores[n_rows, g] = dot_f16_lanes(k_heads[row, kh], qg[g]) * kq_scale
             n_rows += 1
-    scores = np.empty((n_rows, group), np.float32)  # first, as attend_query_head
-    for k in range(n_rows):
-        for g in range(group):
-            scores[k, g] = dot_f16_lanes(k_heads[rows[k], kh], qg[g]) * kq_scale
-    acc = np.zeros((group, head_dim_v), np.float32)
-    m = np.full(group, -np.inf, np.float32)
-    total = np.zeros(group, np.float32)
-    for k in range(n_rows):
-        vrow = v_heads[rows[k], kh]
+    k = 0
+    for c in range(c0, c1):
+        row = _chunk_row(pos, c, n_cells, window)
+        if row < 0:
+            continue
+        vrow = v_heads[row, kh]
         for g in range(group):
             ms, vs, m[g] = softmax_step(scores[k, g], m[g])
             add_value_f16(acc[g], vrow, ms, vs)
             total[g] = total[g] * ms + vs
+        k += 1
     for g in range(group):
         h = kh * group + g
         partials[h, ci, 0] = m[g]
         partials[h, ci, 1] = total[g]
         for j in range(head_dim_v):  # a loop: the slice assignment compiled in ~4 s
             partials[h, ci, 2 + j] = acc[g, j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk_row(pos, c, n_cells, window):
+    """Our cache row of the position in llama.cpp's cell c when decoding pos, -1 where
+    that cell is masked (unused, or outside the window)."""
+    kp = pos - (pos - c) % llama_cells(n_cells)
+    if kp < 0 or (window > 0 and pos - kp >= window):
+        return -1
+    return kp % n_cells
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk_buffers(scratch, group, head_dim_k, head_dim_v, n_cells):
+    """attend_kv_chunk's queries [group, head_dim_k], zeroed accumulators [group,
+    head_dim_v], running maxima (-inf) and sums (0) [group], and scores [n_cells,
+    group]: views of this thread's row of scratch."""
+    row = scratch[get_thread_id()]
+    n_q, n_acc = group * head_dim_k, group * head_dim_v
+    for j in range(n_q, n_q + n_acc + 2 * group):
+        row[j] = 0
+    m = row[n_q + n_acc:n_q + n_acc + group]
+    for g in range(group):
+        m[g] = -np.inf
+    scores_at = n_q + n_acc + 2 * group
+    return (row[:n_q].reshape(group, head_dim_k), row[n_q:n_q + n_acc].reshape(group, head_dim_v),
+            m, row[n_q + n_acc + group:scores_at],
+            row[scores_at:scores_at + n_cells * group].reshape(n_cells, group))
 
 
 @njit(cache=True, nogil=True)

@@ -24,7 +24,7 @@ _NO_F16, _NO_Q8 = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.uint8)
 class RunState:
     """Activation buffers for one batch of up to n_batch tokens, allocated once."""
 
-    def __init__(self, cfg: ModelConfig, n_batch: int, q8_queries: bool = False):
+    def __init__(self, cfg: ModelConfig, n_batch: int, n_cells: int, q8_queries: bool = False):
         q_width, kv_width = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
         v_width, att_width = cfg.n_head_kv * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
 
@@ -41,6 +41,9 @@ class RunState:
         n_q8 = n_batch if q8_queries else 0
         self.q_qs = np.zeros((n_q8, q_width), np.int8)
         self.q_d = np.zeros((n_q8, q_width // kv_quant.Q8_BLOCK), np.float32)
+        # the attention items' working memory, for the largest layer cache (n_cells)
+        self.attn_scratch = flash_attention.new_scratch(
+            n_cells, cfg.n_head // cfg.n_head_kv, cfg.head_dim, cfg.head_dim_v)
 
 
 def _fused_matmul(fused, x, out, parts):
@@ -80,9 +83,10 @@ class Transformer:
         self.k_rot = kv_quant.k_rotation(cache_type_k, cfg.head_dim)
         self.v_rot = kv_quant.v_rotation(cache_type_v, cfg.head_dim_v)
         self.weights = load_weights(gguf_file, cfg)
-        self.state = RunState(cfg, n_batch, q8_queries=cache_type_k == "q8_0")
         self.caches = KVCache.for_model(cfg, n_ctx, n_batch, type_k=cache_type_k,
                                         type_v=cache_type_v, k_rot=self.k_rot)
+        self.state = RunState(cfg, n_batch, max(cache.n_cells for cache in self.caches),
+                              q8_queries=cache_type_k == "q8_0")
         self.n_past = 0
         # one token runs its layers in one Numba call where it can (decode.py)
         self.decode_plans = decode.layer_plans(self)
@@ -216,7 +220,8 @@ class Transformer:
                 np.float32(cfg.kq_scale))
         if self.cache_type_k == self.cache_type_v == "f16":
             if q.shape[0] < flash_attention.FA_TILE_Q:
-                flash_attention.attention(q, keys, values, *args, n_threads, att)
+                flash_attention.attention(q, keys, values, *args, n_threads, att,
+                                          self.state.attn_scratch)
             else:
                 layers.attention_blas(q, keys, values, *args, att)
         else:

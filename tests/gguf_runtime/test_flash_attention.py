@@ -164,3 +164,23 @@ def test_view_below_512_cells_keeps_one_chunk():
     assert fa.kv_view(255, 4096) == 256 and fa.kv_view(256, 4096) == 512
     assert fa.kv_view(1000, 200) == 256 and fa.kv_view(300, 600) == 512
     assert fa.kv_view(5000, 1024) == 1024
+
+
+@pytest.mark.parametrize("pos", [40, 700])  # one chunk per head; split-KV chunks
+def test_a_scratch_full_of_nan_gives_a_fresh_one_s_result(pos):
+    """The items' buffers are views of the caller's scratch (new_scratch, kept in the
+    run state): each item sets what it reads first, whatever an earlier call left."""
+    n_cells = 1024
+    rng = np.random.default_rng(pos)
+    k = _f16(rng.standard_normal((n_cells, N_KV * HEAD_DIM)))
+    v = _f16(rng.standard_normal((n_cells, N_KV * HEAD_DIM)))
+    q = rng.standard_normal((1, N_HEADS * HEAD_DIM)).astype(np.float32)
+    args = (q, k, v, pos, n_cells, 0, N_KV, HEAD_DIM, HEAD_DIM, np.float32(0.125), 2)
+    fresh, reused = np.zeros_like(q), np.zeros_like(q)
+    fa.attention(*args, fresh)
+    scratch = fa.new_scratch(n_cells, N_HEADS // N_KV, HEAD_DIM, HEAD_DIM)
+    scratch[:] = np.nan
+    fa.attention(*args, reused, scratch)
+    assert np.isfinite(fresh).all() and np.array_equal(fresh, reused)
+    with pytest.raises(ValueError, match="scratch"):
+        fa.attention(*args, reused, fa.new_scratch(256, N_HEADS // N_KV, HEAD_DIM, HEAD_DIM))
