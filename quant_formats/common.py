@@ -6,6 +6,7 @@ import numba
 import numpy as np
 from llvmlite import binding as llvm_binding, ir as llvm_ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # Parallel kernels may be called from several threads at once (a desktop app's
@@ -45,6 +46,42 @@ def is_c_array(numba_type, dtype, ndim) -> bool:
     (the vector IR intrinsics load whole rows through its data pointer)."""
     return (isinstance(numba_type, types.Array) and numba_type.dtype == dtype
             and numba_type.ndim == ndim and numba_type.layout == "C")
+
+
+def _literal_dims(shape):
+    """The dimensions of a shape typed as a literal int or a tuple of them, else None."""
+    if isinstance(shape, types.IntegerLiteral):
+        return (shape.literal_value,)
+    if isinstance(shape, types.BaseTuple) and all(
+            isinstance(d, types.IntegerLiteral) for d in shape):
+        return tuple(d.literal_value for d in shape)
+    return None
+
+
+@intrinsic
+def stack_empty(typingctx, shape, dtype):
+    """np.empty(shape, dtype) on the calling function's stack: shape a constant (a
+    literal int or tuple of them, e.g. module constants), dtype a NumPy scalar type.
+    The row group functions' few small arrays each were a heap allocation a call,
+    ~10,900 a decoded SmolLM2 token (counted with NUMBA_NRT_STATS). Not reference
+    counted: it must not outlive the call (never return or store it)."""
+    dims = _literal_dims(shape)
+    if dims is None or not isinstance(dtype, types.NumberClass):
+        return None
+    array_type = types.Array(dtype.instance_type, len(dims), "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(array_type.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        strides = [itemsize * math.prod(dims[i + 1:]) for i in range(len(dims))]
+        intp = context.get_value_type(types.intp)
+        array = context.make_array(array_type)(context, builder)
+        context.populate_array(
+            array, data=cgutils.alloca_once(builder, element, size=math.prod(dims)),
+            shape=[intp(d) for d in dims], strides=[intp(s) for s in strides],
+            itemsize=intp(itemsize), meminfo=None)
+        return array._getvalue()
+    return array_type(shape, dtype), codegen
 
 
 def _f16_intrinsic(name, arg_type, native, fallback):

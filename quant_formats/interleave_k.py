@@ -13,8 +13,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import interleave, launch
-from .interleave import (TOKENS, add_nibble_products, int8_rows_dot, quads_dot, quads_dot16,
-                         scaled_block_sums, store_group)
+from .common import stack_empty
+from .interleave import (ROWS, TOKENS, add_nibble_products, int8_rows_dot, quads_dot,
+                         quads_dot16, scaled_block_sums, store_group)
 from .kquant_common import scale_min_k4_reference
 
 
@@ -67,11 +68,11 @@ def scale_min_offsets(d_w, dmin_w, sc_w, mn_w, q_w, qs):
 def q4_k_group(d_w, dmin_w, sc_w, mn_w, q_w, qs, d, sums, x_offsets, out, g):
     """Row group g of q4_k_matmul, every token."""
     n_rows, n_blocks = q_w.shape[3], q_w.shape[1]  # runtime counts: LLVM vectorizes
-    acc = np.empty(n_rows, np.float32)
-    isum = np.empty(n_rows, np.int32)
-    msum = np.empty(n_rows, np.int32)
-    sum_lo = np.empty(n_rows, np.int16)
-    sum_hi = np.empty(n_rows, np.int16)
+    acc = stack_empty(ROWS, np.float32)
+    isum = stack_empty(ROWS, np.int32)
+    msum = stack_empty(ROWS, np.int32)
+    sum_lo = stack_empty(ROWS, np.int16)
+    sum_hi = stack_empty(ROWS, np.int16)
     for t in range(qs.shape[0]):
         acc[:] = 0
         for b in range(n_blocks):
@@ -128,10 +129,10 @@ def q4_k_dequantize(d_w, dmin_w, sc_w, mn_w, q_w, g0, out_t):
 def int8_scale_min_group(d_w, dmin_w, sc_w, mn_w, v_w, qs, d, sums, x_offsets, out, g):
     """Row group g of int8_scale_min_matmul, every token."""
     n_rows, n_blocks = v_w.shape[3], v_w.shape[1]
-    acc = np.empty(n_rows, np.float32)
-    isum = np.empty(n_rows, np.int32)
-    msum = np.empty(n_rows, np.int32)
-    sub_sum = np.empty(n_rows, np.int32)
+    acc = stack_empty(ROWS, np.float32)
+    isum = stack_empty(ROWS, np.int32)
+    msum = stack_empty(ROWS, np.int32)
+    sub_sum = stack_empty(ROWS, np.int32)
     for t in range(qs.shape[0]):
         acc[:] = 0
         for b in range(n_blocks):
@@ -188,9 +189,9 @@ def int8_subblocks_group(d_w, sc_w, v_w, qs, d, sums, x_offsets, out, g):
     n_rows, n_blocks, n_tokens = d_w.shape[2], v_w.shape[1], qs.shape[0]
     n_sub, block = sc_w.shape[2], 4 * v_w.shape[2]
     sub_len = block // n_sub  # 16 or 32
-    acc = np.empty((TOKENS, n_rows), np.float32)
-    isum = np.empty((TOKENS, n_rows), np.int32)
-    sub_sum = np.empty((TOKENS, n_rows), np.int32)
+    acc = stack_empty((TOKENS, ROWS), np.float32)
+    isum = stack_empty((TOKENS, ROWS), np.int32)
+    sub_sum = stack_empty((TOKENS, ROWS), np.int32)
     for t0 in range(0, n_tokens, TOKENS):
         n_t = min(TOKENS, n_tokens - t0)
         acc[:] = 0

@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import launch
-from .common import F16_TO_F32, f16_to_f32
+from .common import F16_TO_F32, f16_to_f32, stack_empty
 from .interleave import (ROWS, TOKENS, add_offset_sums, n_groups, pack_byte_quads, pack_f16_bits,
                          q8_0_offset, quads_dot_intrinsic, scaled_block_sums, store_group)
 from .iq_common import KVALUES_IQ4NL
@@ -53,9 +53,9 @@ def nibble_group(d_w, m_w, q_w, offset, qs, d, sums, x_offsets, out, g):
     """Row group g of nibble_matmul, every token (up to TOKENS per pass)."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     has_min = m_w.shape[0] > 0
-    acc = np.empty((TOKENS, n_rows), np.float32)
-    isum = np.empty((TOKENS, n_rows), np.int32)
-    d_b, m_b = np.empty(n_rows, np.float32), np.empty(n_rows, np.float32)
+    acc = stack_empty((TOKENS, ROWS), np.float32)
+    isum = stack_empty((TOKENS, ROWS), np.int32)
+    d_b, m_b = stack_empty(ROWS, np.float32), stack_empty(ROWS, np.float32)
     for t0 in range(0, n_tokens, TOKENS):
         n_t = min(TOKENS, n_tokens - t0)
         acc[:] = 0

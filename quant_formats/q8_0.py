@@ -15,7 +15,8 @@ from numba import njit, prange
 
 from . import group_dot, interleave, launch
 from .common import (ROWS_PER_TASK, as_int8, f16_at, f16_round, f16_to_f32, f32_from_bits,
-                     round_even, spread_activations)
+                     round_even, spread_activations, stack_empty)
+from .interleave import ROWS, TOKENS
 from .quantize_common import c_int, round_away, store_f16
 
 QTYPE = T.Q8_0
@@ -110,13 +111,13 @@ q8_0_group_dot = group_dot.group_dot_intrinsic("q8_0_group_dot", """q8_0_group_d
 def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
     """Row group g of packed_matmul, every token (up to interleave.TOKENS per pass)."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
-    acc = np.empty((interleave.TOKENS, n_rows), np.float32)
+    acc = stack_empty((TOKENS, ROWS), np.float32)
     if n_tokens == 1 and group_dot.FUSED:  # decode
         q8_0_group_dot(acc[0], q_w, d_w, g, qs, d, x_offsets, 0)
         interleave.store_group(out, acc, 0, 1, g)
         return
-    isum = np.empty((interleave.TOKENS, n_rows), np.int32)
-    scale_w = np.empty(n_rows, np.float32)
+    isum = stack_empty((TOKENS, ROWS), np.int32)
+    scale_w = stack_empty(ROWS, np.float32)
     for t0 in range(0, n_tokens, interleave.TOKENS):
         n_t = min(interleave.TOKENS, n_tokens - t0)
         acc[:] = 0

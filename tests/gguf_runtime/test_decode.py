@@ -136,3 +136,56 @@ def test_layer_runs_group_consecutive_plans():
         (0, 1, True), (1, 2, False), (2, 4, True), (4, 5, False), (5, 6, False)]
     assert [len(run.plan_addresses) for _, _, run in runs if run] == [1, 2]
     assert decode.layer_runs([None, plan])[1][:2] == (1, 2)
+
+
+
+def _allocations_per_token(path):
+    """Heap allocations in Numba code (NRT's counter) per token decoded by one thread
+    (with two, the count varies with whether the second takes any of a matrix's row
+    groups: each thread that does computes the matrix's activation offsets)."""
+    import numba
+    from numba.core.runtime import _nrt_python, rtsys
+    n_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return _count_decode_allocations(path, _nrt_python, rtsys)
+    finally:
+        numba.set_num_threads(n_threads)
+
+
+def _count_decode_allocations(path, _nrt_python, rtsys):
+    with GGUFFile(path) as f:
+        tr = Transformer(f, n_ctx=64)
+        assert None not in tr.decode_plans
+        tr.forward(np.arange(8, dtype=np.int32), 0)
+        tr.forward(np.array([3], np.int32), 8)  # loads what decoding calls
+        enabled = _nrt_python.memsys_stats_enabled()
+        _nrt_python.memsys_enable_stats()
+        try:
+            before = rtsys.get_allocation_stats().alloc
+            for pos in range(9, 13):
+                tr.forward(np.array([pos], np.int32), pos)
+            return (rtsys.get_allocation_stats().alloc - before) / 4
+        finally:
+            if not enabled:
+                _nrt_python.memsys_disable_stats()
+
+
+@pytest.mark.parametrize("file_type", ["Q4_1", "Q8_0", "Q4_K_M", "Q5_K_M", "IQ4_XS"])
+def test_a_decoded_token_allocates_nothing_per_row_group(wide_f32, tmp_path, file_type):
+    """The row group functions' sums live on their stack (common.stack_empty), not on
+    the heap: a model with twice the feed-forward rows (4 more row groups in each of
+    gate, up and down a layer) allocates as many arrays a decoded token, where each
+    row group took 3-5 (SmolLM2: ~10,900 a token)."""
+    saved = TINY["llama"]
+    TINY["llama"] = dict(saved, **dict(WIDE, n_ff=512))
+    try:
+        wider = write_gguf("llama", tmp_path / "wider-f32.gguf", random_weights("llama"))
+    finally:
+        TINY["llama"] = saved
+    counts = []
+    for name, source in (("wide", wide_f32["llama"]), ("wider", wider)):
+        path = tmp_path / f"{name}-{file_type}.gguf"
+        quantize_model(source, path, file_type, _options(file_type), quiet=True)
+        counts.append(_allocations_per_token(path))
+    assert counts[0] == counts[1], counts

@@ -65,3 +65,43 @@ def test_f16_round_is_numpy_s_float16_rounding(native, monkeypatch):
     nan = np.array([np.nan], np.float32)
     round_all(nan, nan)
     assert np.isnan(nan[0])
+
+
+SHAPE = (4, 64)  # module constants: stack_empty's shape must be literal
+
+
+@njit
+def _stack_sums(n):
+    """stack_empty's arrays of each form, filled and summed; np.empty's for comparison."""
+    grid = common.stack_empty(SHAPE, np.float32)
+    row = common.stack_empty(SHAPE[1], np.int16)
+    total = 0.0
+    for t in range(SHAPE[0]):
+        for r in range(SHAPE[1]):
+            grid[t, r] = t * 100 + r
+    for r in range(SHAPE[1]):
+        row[r] = -r
+    for t in range(SHAPE[0]):  # rows must not overlap: each holds what was written
+        for r in range(SHAPE[1]):
+            total += grid[t, r] * (t + 1)
+    heap = np.empty(n, np.float32)
+    heap[:] = 1
+    return total + row.sum() + grid[1:, 2].sum() + heap.sum(), grid.strides, row.itemsize
+
+
+def test_stack_empty_is_a_c_array_of_its_shape_without_a_heap_allocation():
+    from numba.core.runtime import _nrt_python, rtsys
+    total, strides, itemsize = _stack_sums(5)  # compiled before counting
+    expect = sum((t * 100 + r) * (t + 1) for t in range(4) for r in range(64))
+    expect += -sum(range(64)) + sum(t * 100 + 2 for t in range(1, 4)) + 5
+    assert total == expect and strides == (256, 4) and itemsize == 2
+    enabled = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats().alloc
+        _stack_sums(5)
+        allocated = rtsys.get_allocation_stats().alloc - before
+    finally:
+        if not enabled:
+            _nrt_python.memsys_disable_stats()
+    assert allocated == 1  # np.empty's only
