@@ -148,7 +148,8 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
     kh = h // group
     p = pos0 + t
     first = max(0, p - window + 1) if window > 0 else 0
-    qh, acc, scores = _head_buffers(scratch, head_dim_k, head_dim_v, p + 1 - first)
+    qs, accs, _, _, scores = _item_buffers(scratch, 1, head_dim_k, head_dim_v, p + 1 - first)
+    qh, acc = qs[0], accs[0]
     for j in range(head_dim_k):
         qh[j] = f16_round(q[t, h * head_dim_k + j]) if half_precision else q[t, h * head_dim_k + j]
     # every key's score first, then the online softmax over them in order: the same
@@ -157,13 +158,13 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
     for kp in range(first, p + 1):
         krow = k_heads[kp % n_cells, kh]
         if half_precision:
-            scores[kp - first] = dot_f16_lanes(krow, qh) * kq_scale
+            scores[kp - first, 0] = dot_f16_lanes(krow, qh) * kq_scale
         else:
-            scores[kp - first] = _dot_serial(krow, qh) * kq_scale
+            scores[kp - first, 0] = _dot_serial(krow, qh) * kq_scale
     m = np.float32(-np.inf)  # float, as ggml: Mold - M and expf in float
     total = np.float32(0.0)
     for kp in range(first, p + 1):
-        ms, vs, m = softmax_step(scores[kp - first], m)
+        ms, vs, m = softmax_step(scores[kp - first, 0], m)
         vrow = v_heads[kp % n_cells, kh]
         if half_precision:
             add_value_f16(acc, vrow, ms, vs)
@@ -174,17 +175,6 @@ def attend_query_head(q, k_heads, v_heads, pos0, n_cells, window, group, kq_scal
     inv = np.float32(1.0) / total if total != 0 else np.float32(0.0)
     for j in range(head_dim_v):
         out[t, h * head_dim_v + j] = acc[j] * inv
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _head_buffers(scratch, head_dim_k, head_dim_v, n_keys):
-    """attend_query_head's query, zeroed accumulator and scores: views of this thread's
-    row of scratch."""
-    row = scratch[get_thread_id()]
-    acc = row[head_dim_k:head_dim_k + head_dim_v]
-    for j in range(head_dim_v):
-        acc[j] = 0
-    return row[:head_dim_k], acc, row[head_dim_k + head_dim_v:head_dim_k + head_dim_v + n_keys]
 
 
 def new_scratch(n_cells, group, head_dim_k, head_dim_v):
@@ -289,8 +279,8 @@ def attend_kv_chunk(q, k_heads, v_heads, pos, n_cells, window, kq_scale, n_view,
     chunk = (n_view + n_chunks - 1) // n_chunks
     kh, ci = i // n_chunks, i % n_chunks
     c0, c1 = ci * chunk, min(ci * chunk + chunk, n_view)
-    qg, acc, m, total, scores = _chunk_buffers(scratch, group, head_dim_k, head_dim_v,
-                                               max(c1 - c0, 0))
+    qg, acc, m, total, scores = _item_buffers(scratch, group, head_dim_k, head_dim_v,
+                                              max(c1 - c0, 0))
     for g in range(group):
         for j in range(head_dim_k):
             qg[g, j] = f16_round(q[0, (kh * group + g) * head_dim_k + j])
@@ -331,10 +321,11 @@ def _chunk_row(pos, c, n_cells, window):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk_buffers(scratch, group, head_dim_k, head_dim_v, n_cells):
-    """attend_kv_chunk's queries [group, head_dim_k], zeroed accumulators [group,
+def _item_buffers(scratch, group, head_dim_k, head_dim_v, n_cells):
+    """An attention item's queries [group, head_dim_k], zeroed accumulators [group,
     head_dim_v], running maxima (-inf) and sums (0) [group], and scores [n_cells,
-    group]: views of this thread's row of scratch."""
+    group] (attend_query_head: group 1): views of this thread's row of scratch, laid
+    out as _scratch_width counts them."""
     row = scratch[get_thread_id()]
     n_q, n_acc = group * head_dim_k, group * head_dim_v
     for j in range(n_q, n_q + n_acc + 2 * group):

@@ -109,7 +109,7 @@ q8_0_group_dot = group_dot.group_dot_intrinsic("q8_0_group_dot", """q8_0_group_d
 
 @njit(cache=True, nogil=True)
 def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
-    """Row group g of packed_matmul, every token (up to interleave.TOKENS per pass)."""
+    """Row group g of packed_matmul, every token (up to TOKENS per pass)."""
     n_rows, n_blocks, n_tokens = d_w.shape[2], q_w.shape[1], qs.shape[0]
     acc = stack_empty((TOKENS, ROWS), np.float32)
     if n_tokens == 1 and group_dot.FUSED:  # decode
@@ -118,8 +118,8 @@ def packed_group(d_w, q_w, qs, d, sums, x_offsets, out, g):
         return
     isum = stack_empty((TOKENS, ROWS), np.int32)
     scale_w = stack_empty(ROWS, np.float32)
-    for t0 in range(0, n_tokens, interleave.TOKENS):
-        n_t = min(interleave.TOKENS, n_tokens - t0)
+    for t0 in range(0, n_tokens, TOKENS):
+        n_t = min(TOKENS, n_tokens - t0)
         acc[:] = 0
         for b in range(n_blocks):
             interleave.q8_0_quads_dot(isum, q_w[g, b], 0, qs, t0, n_t, b * 32)

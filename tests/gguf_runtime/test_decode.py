@@ -11,6 +11,7 @@ from gguf_runtime.quantize import quantize_model
 from gguf_runtime.quantize_mix import Options
 from gguf_runtime.reader import GGUFFile
 from gguf_runtime.transformer import Transformer
+import heap_allocations
 from tiny_models import TINY, random_weights, write_gguf
 
 # 256-wide rows, so the K-quant and IQ4_XS blocks fit (the tiny models are 64 wide)
@@ -144,31 +145,20 @@ def _allocations_per_token(path):
     (with two, the count varies with whether the second takes any of a matrix's row
     groups: each thread that does computes the matrix's activation offsets)."""
     import numba
-    from numba.core.runtime import _nrt_python, rtsys
     n_threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        return _count_decode_allocations(path, _nrt_python, rtsys)
+        with GGUFFile(path) as f:
+            tr = Transformer(f, n_ctx=64)
+            assert None not in tr.decode_plans
+            tr.forward(np.arange(8, dtype=np.int32), 0)
+            tr.forward(np.array([3], np.int32), 8)  # loads what decoding calls
+            with heap_allocations.counting() as allocated:
+                for pos in range(9, 13):
+                    tr.forward(np.array([pos], np.int32), pos)
+                return allocated() / 4
     finally:
         numba.set_num_threads(n_threads)
-
-
-def _count_decode_allocations(path, _nrt_python, rtsys):
-    with GGUFFile(path) as f:
-        tr = Transformer(f, n_ctx=64)
-        assert None not in tr.decode_plans
-        tr.forward(np.arange(8, dtype=np.int32), 0)
-        tr.forward(np.array([3], np.int32), 8)  # loads what decoding calls
-        enabled = _nrt_python.memsys_stats_enabled()
-        _nrt_python.memsys_enable_stats()
-        try:
-            before = rtsys.get_allocation_stats().alloc
-            for pos in range(9, 13):
-                tr.forward(np.array([pos], np.int32), pos)
-            return (rtsys.get_allocation_stats().alloc - before) / 4
-        finally:
-            if not enabled:
-                _nrt_python.memsys_disable_stats()
 
 
 @pytest.mark.parametrize("file_type", ["Q4_1", "Q8_0", "Q4_K_M", "Q5_K_M", "IQ4_XS"])

@@ -1,9 +1,10 @@
 """quant_formats/common.py: the f16 conversions of the Q8_0 decode layout's kernels
-and of decode attention (f16_round)."""
+and of decode attention (f16_round), and the row group functions' stack arrays."""
 import numpy as np
 import pytest
 from numba import njit
 
+from heap_allocations import counting
 from quant_formats import common
 
 ALL_BITS = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
@@ -90,18 +91,10 @@ def _stack_sums(n):
 
 
 def test_stack_empty_is_a_c_array_of_its_shape_without_a_heap_allocation():
-    from numba.core.runtime import _nrt_python, rtsys
     total, strides, itemsize = _stack_sums(5)  # compiled before counting
     expect = sum((t * 100 + r) * (t + 1) for t in range(4) for r in range(64))
     expect += -sum(range(64)) + sum(t * 100 + 2 for t in range(1, 4)) + 5
     assert total == expect and strides == (256, 4) and itemsize == 2
-    enabled = _nrt_python.memsys_stats_enabled()
-    _nrt_python.memsys_enable_stats()
-    try:
-        before = rtsys.get_allocation_stats().alloc
+    with counting() as allocated:
         _stack_sums(5)
-        allocated = rtsys.get_allocation_stats().alloc - before
-    finally:
-        if not enabled:
-            _nrt_python.memsys_disable_stats()
-    assert allocated == 1  # np.empty's only
+        assert allocated() == 1  # np.empty's only
